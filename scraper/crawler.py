@@ -1,0 +1,428 @@
+"""The crawler: wires settings, scheduler, client, workers, items and outputs together.
+
+The calling thread supervises: it starts `crawl.workers` threads, enforces the job
+deadline, handles interrupts, logs progress, and finalises outputs however the crawl
+ends. Every request ends as a page handed to a callback or as a failure with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+from urllib.parse import urljoin
+
+from .client import Client, FetchResult, RetryPolicy
+from .errors import (
+    CloseSpider,
+    ConfigError,
+    DropItem,
+    FetchError,
+    ItemError,
+    RedirectError,
+    StatusError,
+)
+from .exporters import Exporter
+from .items import as_dict, is_item, pipeline_steps, validate
+from .request import Failure, Request
+from .response import Response
+from .scheduler import Scheduler
+from .settings import Settings
+from .spider import Spider
+from .stats import Stats
+from .urls import BadURL, canonicalize, hostname
+
+log = logging.getLogger(__name__)
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
+CANCEL_GRACE = 1.0  # seconds given to workers to wind down after a hard stop
+LOG_INTERVAL = 10.0
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+@dataclass
+class CrawlResult:
+    stats: dict[str, Any]
+    finish_reason: str
+    exit_code: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Crawler:
+    """One crawl of one spider. `run()` may be called once."""
+
+    def __init__(
+        self,
+        spider: Spider,
+        settings: Settings,
+        *,
+        outputs: Sequence[Exporter] = (),
+        collect_items: bool = False,
+        handle_signals: bool = False,
+    ) -> None:
+        self.spider = spider
+        self.settings = settings
+        self.outputs = list(outputs)
+        self.collect_items = collect_items
+        self.handle_signals = handle_signals
+        self.stats = Stats()
+        self.items: list[dict[str, Any]] = []
+        self._items_lock = threading.Lock()
+        self._pipeline = pipeline_steps(spider.pipelines)
+        self._retry = RetryPolicy(settings.retry)
+        self._finish_reason: str | None = None
+        self._reason_lock = threading.Lock()
+        self._interrupts = 0
+        self._hard_stop_at: float | None = None
+        self._interrupt_at: float | None = None
+        self._workers_done = threading.Event()
+        self._live_workers = 0
+        self._live_lock = threading.Lock()
+        self.scheduler: Scheduler | None = None
+        self.client: Client | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def run(self) -> CrawlResult:
+        settings = self.settings
+        start_requests = self._start_requests()
+        allowed = self.spider.allowed_domains
+        if allowed is None:
+            allowed = sorted({hostname(r.url) for r in start_requests})
+        self.scheduler = Scheduler(
+            self.stats,
+            per_host=settings.crawl.per_host,
+            delay=settings.crawl.delay,
+            allowed_domains=allowed,
+            depth_limit=settings.crawl.depth_limit,
+            max_pages=settings.crawl.max_pages,
+        )
+        self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
+                             retry_statuses=self._retry.statuses)
+        started = time.monotonic()
+        wall_started = time.time()
+        deadline = started + settings.crawl.deadline if settings.crawl.deadline else None
+        self.client.deadline = deadline
+        previous_handlers = self._install_signals()
+        try:
+            self.spider.opened()
+            self.scheduler.add(start_requests)
+            threads = [
+                threading.Thread(target=self._worker, name=f"scraper-worker-{i}", daemon=True)
+                for i in range(settings.crawl.workers)
+            ]
+            self._live_workers = len(threads)
+            for thread in threads:
+                thread.start()
+            self._supervise(threads, started, deadline)
+        finally:
+            self._restore_signals(previous_handlers)
+            self.client.close()
+            reason = self._finish_reason or (
+                "max_pages" if self.scheduler.budget_exhausted else "finished"
+            )
+            self._finalise_outputs()
+            try:
+                self.spider.closed(reason)
+            except Exception:
+                log.exception("spider.closed() raised")
+        elapsed = time.monotonic() - started
+        stats = self.stats.snapshot()
+        stats["queued_left"] = self.scheduler.counts["queued"]
+        stats["elapsed_s"] = round(elapsed, 3)
+        stats["pages_per_s"] = round(stats["pages"] / elapsed, 1) if elapsed > 0 else 0.0
+        stats["finish_reason"] = reason
+        stats["started_at"] = wall_started
+        stats["exit_code"] = self._exit_code(reason, stats["failed"])
+        return CrawlResult(stats, reason, stats["exit_code"], self.items)
+
+    def _start_requests(self) -> list[Request]:
+        requests = []
+        for request in self.spider.start_requests() or ():
+            if not isinstance(request, Request):
+                raise ConfigError(
+                    f"spider {self.spider.name!r}: start_requests yielded {request!r}, "
+                    "not a Request"
+                )
+            try:
+                canonicalize(request.url)
+            except BadURL as exc:
+                raise ConfigError(f"spider {self.spider.name!r}: bad start URL: {exc}") from None
+            requests.append(request)
+        if not requests:
+            raise ConfigError(f"spider {self.spider.name!r} has no start URLs")
+        return requests
+
+    def _exit_code(self, reason: str, failed: int) -> int:
+        if reason == "deadline":
+            return EXIT_DEADLINE
+        if reason == "interrupted":
+            return EXIT_INTERRUPTED
+        if reason == "error" or failed > self.settings.crawl.allowed_failures:
+            return EXIT_FAILURES
+        return EXIT_OK
+
+    def _supervise(self, threads: list[threading.Thread], started: float,
+                   deadline: float | None) -> None:
+        assert self.scheduler is not None and self.client is not None
+        grace = self.settings.crawl.shutdown_grace
+        next_log = started + LOG_INTERVAL
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and self._hard_stop_at is None:
+                log.warning("deadline reached: cancelling %d requests in flight",
+                            self.scheduler.counts["in_flight"])
+                self.halt("deadline", cancel=True)
+            if self._interrupt_at is not None and self._hard_stop_at is None \
+                    and now >= self._interrupt_at + grace:
+                log.warning("grace period over: cancelling requests in flight")
+                self.halt("interrupted", cancel=True)
+            if self._hard_stop_at is not None and now >= self._hard_stop_at + CANCEL_GRACE:
+                stuck = [t.name for t in threads if t.is_alive()]
+                log.error("workers still busy after cancellation, leaving them: %s", stuck)
+                return
+            if now >= next_log:
+                self._log_progress(started, now)
+                next_log = now + LOG_INTERVAL
+            wakeups = [next_log]
+            if deadline is not None and self._hard_stop_at is None:
+                wakeups.append(deadline)
+            if self._interrupt_at is not None and self._hard_stop_at is None:
+                wakeups.append(self._interrupt_at + grace)
+            if self._hard_stop_at is not None:
+                wakeups.append(self._hard_stop_at + CANCEL_GRACE)
+            if self._workers_done.wait(max(0.0, min(wakeups) - now)):
+                for thread in threads:
+                    thread.join()
+                return
+
+    def _log_progress(self, started: float, now: float) -> None:
+        assert self.scheduler is not None
+        stats = self.stats.snapshot()
+        counts = self.scheduler.counts
+        log.info(
+            "pages %d, items %d, %.1f pages/s, in flight %d, queued %d, failed %d, "
+            "connections opened %d",
+            stats["pages"], stats["items"], stats["pages"] / max(now - started, 1e-9),
+            counts["in_flight"], counts["queued"], stats["failed"], stats["connections_opened"],
+        )
+
+    def halt(self, reason: str, *, cancel: bool) -> None:
+        """Stop handing out requests; with `cancel`, also abort the ones in flight."""
+        with self._reason_lock:
+            if self._finish_reason is None:
+                self._finish_reason = reason
+        assert self.scheduler is not None and self.client is not None
+        self.scheduler.stop()
+        if cancel and self._hard_stop_at is None:
+            self._hard_stop_at = time.monotonic()
+            self.client.cancel_all(reason)
+
+    def interrupt(self) -> None:
+        """First call: finish in-flight requests within the grace period. Second: cancel."""
+        self._interrupts += 1
+        if self._interrupts == 1:
+            log.warning("interrupted: finishing requests in flight (interrupt again to cancel)")
+            self._interrupt_at = time.monotonic()
+            self.halt("interrupted", cancel=False)
+        else:
+            log.warning("interrupted again: cancelling requests in flight")
+            self.halt("interrupted", cancel=True)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.interrupt()
+
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _finalise_outputs(self) -> None:
+        for output in self.outputs:
+            try:
+                output.finalise()
+            except OSError as exc:
+                log.error("cannot finalise output %s: %s", output.target, exc)
+                self._finish_reason = "error"
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        assert self.scheduler is not None
+        try:
+            while (request := self.scheduler.next_request()) is not None:
+                try:
+                    self._process(request)
+                except Exception:  # a bug of ours must not kill the worker or lose the slot
+                    log.exception("internal error processing %s", request.url)
+                    self.scheduler.finish(request)
+        finally:
+            with self._live_lock:
+                self._live_workers -= 1
+                if self._live_workers == 0:
+                    self._workers_done.set()
+
+    def _process(self, request: Request) -> None:
+        assert self.scheduler is not None and self.client is not None
+        try:
+            result = self.client.fetch(request.method, request.url, request.headers,
+                                       request.body)
+        except FetchError as exc:
+            self._fetch_failed(request, exc)
+            return
+        status = result.status
+        if status in REDIRECT_STATUSES and "location" in result.headers \
+                and not request.meta.get("dont_redirect"):
+            self._redirect(request, result)
+            return
+        response = Response(result.url, status, result.headers, result.body, request)
+        if status >= 300 and status not in self.spider.handle_statuses:
+            self.scheduler.finish(request)
+            self._fail(request, f"status:{status}", StatusError(status, request.url), response)
+            return
+        children = self._run_callback(request.callback or self.spider.parse, response, request)
+        self.scheduler.add(children)
+        self.scheduler.finish(request)
+
+    def _fetch_failed(self, request: Request, exc: FetchError) -> None:
+        assert self.scheduler is not None
+        wait = None if self._hard_stop_at is not None else \
+            self._retry.next_wait(request.method, request.attempt, exc)
+        if wait is not None:
+            self.stats.inc("retries")
+            retry_after = getattr(exc, "retry_after", None)
+            log.info("retrying %s in %.2fs (attempt %d): %s", request.url, wait,
+                     request.attempt + 1, exc)
+            self.scheduler.finish(request, retry=request.replace(attempt=request.attempt + 1),
+                                  retry_at=time.monotonic() + wait, host_pause=retry_after)
+            return
+        self.scheduler.finish(request)
+        response = None
+        if isinstance(exc, StatusError) and isinstance(exc.result, FetchResult):
+            result = exc.result
+            response = Response(result.url, result.status, result.headers, result.body, request)
+            if result.status in self.spider.handle_statuses:
+                self.scheduler.add(self._run_callback(
+                    request.callback or self.spider.parse, response, request))
+                return
+        self._fail(request, exc.reason, exc, response)
+
+    def _redirect(self, request: Request, result: FetchResult) -> None:
+        assert self.scheduler is not None
+        self.scheduler.finish(request)
+        chain = (*request.redirect_chain, request.url)
+        location = result.headers["location"]
+        try:
+            target = canonicalize(urljoin(result.url, location))
+        except BadURL as exc:
+            self._fail(request, "redirect", RedirectError(f"bad Location {location!r}: {exc}",
+                                                          request.url))
+            return
+        if target in chain:
+            self._fail(request, "redirect_loop",
+                       RedirectError(f"redirect loop back to {target}", request.url))
+            return
+        if len(chain) > self.settings.http.max_redirects:
+            self._fail(request, "redirect", RedirectError(
+                f"more than http.max_redirects ({self.settings.http.max_redirects}) redirects",
+                request.url))
+            return
+        headers = request.headers
+        if headers and hostname(target) != hostname(request.url):
+            headers = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+        method, body = request.method, request.body
+        if result.status == 303 or (result.status in (301, 302) and method == "POST"):
+            method, body = "GET", None
+        self.stats.inc("redirects")
+        follow = request.replace(url=target, redirect_chain=chain, attempt=1, headers=headers,
+                                 method=method, body=body)
+        self.scheduler.add([follow])
+
+    def _fail(self, request: Request, reason: str, exc: BaseException,
+              response: Response | None = None) -> None:
+        """Record a request that ended without a page, and call its errback."""
+        assert self.scheduler is not None
+        self.stats.add_failure(reason)
+        log.warning("failed (%s) %s: %s", reason, request.url, exc)
+        if request.errback is not None:
+            failure = Failure(request, reason, exc, response)
+            self.scheduler.add(self._run_callback(request.errback, failure, request,
+                                                  count_page=False))
+
+    def _run_callback(self, callback: Any, argument: Any, request: Request, *,
+                      count_page: bool = True) -> list[Request]:
+        """Run a callback or errback; route its items; return the requests it yielded."""
+        if count_page:
+            self.stats.inc("pages")
+        children: list[Request] = []
+        depth = request.depth + 1
+        try:
+            outputs = callback(argument)
+            for value in outputs if isinstance(outputs, Iterable) else ():
+                if isinstance(value, Request):
+                    value.depth = depth
+                    children.append(value)
+                elif value is not None:
+                    self._process_item(value)
+        except CloseSpider as exc:
+            log.info("spider asked to close: %s", exc.reason)
+            self.halt(exc.reason, cancel=False)
+        except Exception as exc:
+            self.stats.inc("callback_errors")
+            name = getattr(callback, "__name__", repr(callback))
+            log.exception("callback %s raised on %s", name, request.url)
+            self.stats.add_failure("callback_error")
+            if request.errback is not None and callback is not request.errback:
+                failure = Failure(request, "callback_error", exc)
+                children += self._run_callback(request.errback, failure, request,
+                                               count_page=False)
+        return children
+
+    def _process_item(self, value: Any) -> None:
+        if not is_item(value):
+            self.stats.inc("items_invalid")
+            log.warning("callback yielded %s, which is neither a Request nor an item",
+                        type(value).__name__)
+            return
+        try:
+            item = validate(as_dict(value), self.spider.item_model)
+        except ItemError as exc:
+            self.stats.inc("items_invalid")
+            log.warning("%s", exc)
+            return
+        try:
+            for step in self._pipeline:
+                changed = step(item, self.spider)
+                if changed is not None:
+                    item = as_dict(changed)
+        except DropItem as exc:
+            self.stats.inc("items_dropped")
+            log.debug("item dropped: %s", exc)
+            return
+        except Exception:
+            self.stats.inc("items_dropped")
+            self.stats.inc("pipeline_errors")
+            log.exception("pipeline raised; item dropped")
+            return
+        written = True
+        for output in self.outputs:
+            written = output.write(item) and written
+        if not written:
+            return  # outputs already finalised (hard stop): the item came too late
+        self.stats.inc("items")
+        if self.collect_items:
+            with self._items_lock:
+                self.items.append(item)

@@ -1,0 +1,89 @@
+"""The bundled demo site: a small catalogue served on a free loopback port.
+
+A few hundred pages: a home page, paginated categories, product pages carrying an item
+(name, price, sku), and links that a crawler must recognise as duplicates (fragments,
+`..` segments, upper-case host). Pages are generated in memory; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CATEGORIES = ("books", "games", "tools", "music", "garden", "kitchen")
+PER_PAGE = 10
+
+
+def build_site(products: int = 300, seed: int = 7) -> dict[str, bytes]:
+    """Path -> HTML for a catalogue of `products` products."""
+    rng = random.Random(seed)
+    pages: dict[str, str] = {}
+    by_category: dict[str, list[int]] = {c: [] for c in CATEGORIES}
+    for i in range(products):
+        by_category[CATEGORIES[i % len(CATEGORIES)]].append(i)
+    nav = "".join(f'<li><a href="/c/{c}/1">{c.title()}</a></li>' for c in CATEGORIES)
+    pages["/"] = (f"<html><head><title>Demo catalogue</title></head><body>"
+                  f"<h1>Demo catalogue</h1><ul class='nav'>{nav}</ul></body></html>")
+    for category, ids in by_category.items():
+        chunks = [ids[i:i + PER_PAGE] for i in range(0, len(ids), PER_PAGE)]
+        for number, chunk in enumerate(chunks, 1):
+            links = "".join(f'<li><a href="/p/{i}">Product {i}</a></li>' for i in chunk)
+            more = f'<a class="next" href="/c/{category}/{number + 1}">next</a>' \
+                if number < len(chunks) else ""
+            pages[f"/c/{category}/{number}"] = (
+                f"<html><head><title>{category} {number}</title></head><body>"
+                f"<ul class='nav'>{nav}</ul><ul class='products'>{links}</ul>{more}</body></html>")
+    for i in range(products):
+        related = "".join(f'<li><a href="/p/{rng.randrange(products)}#reviews">related</a></li>'
+                          for _ in range(3))
+        category = CATEGORIES[i % len(CATEGORIES)]
+        pages[f"/p/{i}"] = (
+            f"<html><head><meta charset='utf-8'><title>Product {i}</title></head><body>"
+            f"<a href='../c/{category}/1'>back</a>"
+            f"<article class='product' data-sku='SKU-{i:05d}'><h1>Product {i}</h1>"
+            f"<p class='price'>{(i * 37) % 500 + 0.99:.2f}</p></article>"
+            f"<ul class='related'>{related}</ul></body></html>")
+    return {path: html.encode() for path, html in pages.items()}
+
+
+class DemoServer:
+    """Serves `pages` over HTTP/1.1 keep-alive on 127.0.0.1, port chosen by the OS."""
+
+    def __init__(self, pages: dict[str, bytes]) -> None:
+        site = pages
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                body = site.get(self.path.split("?", 1)[0])
+                status = 200 if body is not None else 404
+                body = body if body is not None else b"<html><body>not found</body></html>"
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="scraper-demo-server")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> DemoServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

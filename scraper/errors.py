@@ -1,0 +1,109 @@
+"""The project's one exception tree.
+
+```
+ScraperError
+├── ConfigError (ValueError)          bad settings, arguments or spider -> exit code 2
+│   └── SpiderNotFound
+├── FetchError (.reason, .url)        a request that did not produce a usable response
+│   ├── ConnectError                  reason "connection"
+│   ├── FetchTimeout                  reason "timeout"
+│   ├── ConnectionBroken              reason "connection" (reset, truncated body, protocol)
+│   ├── TooLarge                      reason "too_large"
+│   ├── StatusError (.status)         reason "status:NNN" (retryable statuses, given up)
+│   ├── RedirectError                 reason "redirect" (loop, too many, bad Location)
+│   └── Cancelled                     reason "deadline" / "interrupted"
+└── ItemError                         an item that failed validation
+DropItem, CloseSpider                 signals raised by user code, not failures
+```
+"""
+
+from __future__ import annotations
+
+
+class ScraperError(Exception):
+    """Base of every error the framework raises."""
+
+
+class ConfigError(ScraperError, ValueError):
+    """Bad settings, CLI arguments or spider definition."""
+
+
+class SpiderNotFound(ConfigError):
+    """No spider with the given name or path."""
+
+
+class FetchError(ScraperError):
+    """A request that ended without a usable response.
+
+    `reason` is the short key counted in stats (`failed_reasons`) and shown in logs.
+    `retryable` says whether the retry policy may try the request again.
+    """
+
+    reason = "error"
+    retryable = False
+
+    def __init__(self, message: str, url: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        if reason is not None:
+            self.reason = reason
+
+
+class ConnectError(FetchError):
+    reason = "connection"
+    retryable = True
+
+
+class FetchTimeout(FetchError):
+    reason = "timeout"
+    retryable = True
+
+
+class ConnectionBroken(FetchError):
+    """Reset, truncated body or malformed response after the request may have been sent."""
+
+    reason = "connection"
+    retryable = True
+    stale = False  # set by the client: the server closed a reused connection before answering
+
+
+class TooLarge(FetchError):
+    reason = "too_large"
+
+
+class StatusError(FetchError):
+    """A response whose status is in `retry.statuses`, after the last attempt."""
+
+    retryable = True
+
+    def __init__(self, status: int, url: str = "", retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP status {status}", url, reason=f"status:{status}")
+        self.status = status
+        self.retry_after = retry_after
+        self.result: object = None  # the response, for a callback once retries are used up
+
+
+class RedirectError(FetchError):
+    reason = "redirect"
+
+
+class Cancelled(FetchError):
+    """The job's deadline or an interrupt cancelled the request."""
+
+    reason = "deadline"
+
+
+class ItemError(ScraperError):
+    """An item that failed `item_model` validation."""
+
+
+class DropItem(Exception):
+    """Raised by a pipeline to drop an item."""
+
+
+class CloseSpider(Exception):
+    """Raised by a callback to stop the crawl gracefully."""
+
+    def __init__(self, reason: str = "closespider") -> None:
+        super().__init__(reason)
+        self.reason = reason

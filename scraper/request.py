@@ -1,0 +1,85 @@
+"""`Request`: what a spider asks the crawler to fetch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Callback = Callable[..., Any]
+
+
+class Request:
+    """A URL to fetch and what to do with the response.
+
+    `callback(response)` yields items and requests; `errback(failure)` is called with a
+    `Failure` when the request ends without a response. `dont_filter=True` skips dedup.
+    `priority`: higher is fetched first within a host.
+    """
+
+    __slots__ = (
+        "attempt",
+        "body",
+        "callback",
+        "depth",
+        "dont_filter",
+        "errback",
+        "headers",
+        "meta",
+        "method",
+        "priority",
+        "redirect_chain",
+        "url",
+    )
+
+    def __init__(
+        self,
+        url: str,
+        callback: Callback | None = None,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+        priority: int = 0,
+        meta: dict[str, Any] | None = None,
+        dont_filter: bool = False,
+        errback: Callback | None = None,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"Request url must be a str, got {type(url).__name__}")
+        self.url = url
+        self.callback = callback
+        self.method = method.upper()
+        self.headers = dict(headers) if headers else None
+        self.body = body.encode() if isinstance(body, str) else body
+        self.priority = priority
+        self.meta = meta if meta is not None else {}
+        self.dont_filter = dont_filter
+        self.errback = errback
+        self.depth = 0
+        self.attempt = 1
+        self.redirect_chain: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some fields changed (redirects, retries)."""
+        clone = Request.__new__(Request)
+        for name in Request.__slots__:
+            setattr(clone, name, changes.get(name, getattr(self, name)))
+        return clone
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+class Failure:
+    """What an errback receives: the request, the short reason and the exception."""
+
+    __slots__ = ("exception", "reason", "request", "response")
+
+    def __init__(self, request: Request, reason: str, exception: BaseException,
+                 response: Any = None) -> None:
+        self.request = request
+        self.reason = reason
+        self.exception = exception
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"<Failure {self.reason} {self.request.url}: {self.exception}>"

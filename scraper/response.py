@@ -1,0 +1,132 @@
+"""`Response`: what a callback receives. The one module that knows selectolax.
+
+The HTML tree is built lazily on the first `css`/`css_first`/`follow_all(css)` call, so a
+callback that only reads `json()` or `body` pays no parsing cost.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterable, Mapping
+from functools import cached_property
+from typing import Any
+from urllib.parse import urljoin
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from .request import Callback, Request
+
+Node = LexborNode
+
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w.:-]+)""", re.IGNORECASE)
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_SKIP_SCHEMES = ("javascript:", "mailto:", "data:", "tel:", "#")
+
+
+def _known_codec(name: str | bytes | None) -> str | None:
+    if not name:
+        return None
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+class Response:
+    """A fetched page: `url`, `status`, `headers`, `body`, `text`, and selectors."""
+
+    def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes,
+                 request: Request) -> None:
+        self.url = url
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.request = request
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.request.meta
+
+    @property
+    def depth(self) -> int:
+        return self.request.depth
+
+    @cached_property
+    def encoding(self) -> str:
+        """From the Content-Type header, a BOM, `<meta charset>`, else UTF-8."""
+        header = _HEADER_CHARSET.search(self.headers.get("content-type", ""))
+        found = _known_codec(header.group(1)) if header else None
+        if found:
+            return found
+        for bom, name in _BOMS:
+            if self.body.startswith(bom):
+                return name
+        meta = _META_CHARSET.search(self.body[:4096])
+        return _known_codec(meta.group(1) if meta else None) or "utf-8"
+
+    @cached_property
+    def text(self) -> str:
+        """The body decoded; invalid bytes become U+FFFD rather than an error."""
+        return self.body.decode(self.encoding, errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @cached_property
+    def _tree(self) -> LexborHTMLParser:
+        if self.encoding == "utf-8":
+            return LexborHTMLParser(self.body)
+        return LexborHTMLParser(self.text)
+
+    def css(self, selector: str) -> list[Node]:
+        return self._tree.css(selector)
+
+    def css_first(self, selector: str) -> Node | None:
+        return self._tree.css_first(selector)
+
+    def urljoin(self, href: str) -> str:
+        return urljoin(self.url, href.strip())
+
+    def follow(self, href: str | Node, callback: Callback | None = None,
+               **kwargs: Any) -> Request:
+        """A Request for a link (a URL, relative or absolute, or an `<a>`/`<img>` node)."""
+        if not isinstance(href, str):
+            attributes = href.attributes
+            href = attributes.get("href") or attributes.get("src") or ""
+        return Request(self.urljoin(href), callback, **kwargs)
+
+    def follow_all(self, css_or_urls: str | Iterable[str | Node],
+                   callback: Callback | None = None, **kwargs: Any) -> list[Request]:
+        """Requests for every link a CSS selector matches, or for an iterable of links.
+
+        Links that cannot be fetched (`javascript:`, `mailto:`, `data:`, bare fragments,
+        empty) are skipped.
+        """
+        items = self.css(css_or_urls) if isinstance(css_or_urls, str) else css_or_urls
+        base = self.url
+        requests = []
+        for item in items:
+            if isinstance(item, str):
+                href = item
+            else:
+                attributes = item.attributes
+                href = attributes.get("href") or attributes.get("src") or ""
+            href = href.strip()
+            if not href or href.lower().startswith(_SKIP_SCHEMES):
+                continue
+            requests.append(Request(urljoin(base, href), callback, **kwargs))
+        return requests
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url}>"

@@ -1,0 +1,233 @@
+"""The scheduler: per-host queues, dedup, politeness, and when the crawl is over.
+
+A worker is handed only a request whose host has a free slot (`crawl.per_host`) and whose
+politeness time has come (`crawl.delay`, `Retry-After`), so no worker waits on a busy
+host while others have work. Hosts with work are kept in a round-robin `ready` deque or,
+when their next start is in the future, in a heap; retries wait in a heap of their own.
+Workers block on one condition variable with a timeout equal to the next due time; no
+thread sleeps. The crawl is over when nothing is queued, delayed or in flight.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from .request import Request
+from .stats import Stats
+from .urls import BadURL, canonicalize, host_allowed, hostname, origin
+
+log = logging.getLogger(__name__)
+
+
+class _Host:
+    __slots__ = ("active", "delay", "key", "next_start", "queue", "scheduled")
+
+    def __init__(self, key: str, delay: float) -> None:
+        self.key = key
+        self.queue: list[tuple[int, int, Request]] = []
+        self.active = 0
+        self.delay = delay
+        self.next_start = 0.0
+        self.scheduled = False
+
+
+class Scheduler:
+    def __init__(
+        self,
+        stats: Stats,
+        *,
+        per_host: int,
+        delay: float = 0.0,
+        allowed_domains: Iterable[str] = (),
+        depth_limit: int = 0,
+        max_pages: int = 0,
+    ) -> None:
+        self._stats = stats
+        self._per_host = per_host
+        self._delay = delay
+        self.allowed_domains = frozenset(d.lower().lstrip(".") for d in allowed_domains)
+        self._depth_limit = depth_limit
+        self._budget = max_pages or -1  # first attempts still allowed to start; -1: no limit
+        self._cond = threading.Condition(threading.Lock())
+        self._hosts: dict[str, _Host] = {}
+        self._ready: deque[_Host] = deque()
+        self._waiting: list[tuple[float, int, _Host]] = []
+        self._delayed: list[tuple[float, int, Request]] = []
+        self._seen: set[str] = set()
+        self._seq = itertools.count()
+        self._queued = 0
+        self._in_flight = 0
+        self._stopped = False
+        self.budget_exhausted = False
+
+    # -- adding --------------------------------------------------------------------------
+
+    def _check(self, request: Request) -> str | None:
+        """Canonicalise the URL in place; the filter reason, or None to queue it."""
+        try:
+            request.url = canonicalize(request.url)
+        except BadURL as exc:
+            log.debug("skipped %s", exc)
+            return "filtered_bad_url"
+        if self.allowed_domains and not host_allowed(hostname(request.url),
+                                                     self.allowed_domains):
+            return "filtered_offsite"
+        if self._depth_limit and request.depth > self._depth_limit:
+            return "filtered_depth"
+        return None
+
+    def add(self, requests: Iterable[Request]) -> int:
+        """Queue new requests (dedup, offsite, depth); returns how many were queued."""
+        accepted = []
+        for request in requests:
+            reason = self._check(request)
+            if reason is None:
+                accepted.append(request)
+            else:
+                self._stats.inc(reason)
+        if not accepted:
+            return 0
+        queued = 0
+        duplicates = 0
+        with self._cond:
+            if self._stopped:
+                return 0
+            seen = self._seen
+            for request in accepted:
+                key = request.url if request.method == "GET" else self._key(request)
+                if key in seen and not request.dont_filter:
+                    duplicates += 1
+                    continue
+                seen.add(key)
+                self._enqueue(request)
+                queued += 1
+            if queued:
+                self._cond.notify(queued)
+        if duplicates:
+            self._stats.inc("filtered_duplicate", duplicates)
+        return queued
+
+    @staticmethod
+    def _key(request: Request) -> str:
+        body = request.body or b""
+        return f"{request.method} {request.url} {hash(body)}"
+
+    def _enqueue(self, request: Request) -> None:
+        key = origin(request.url)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(key, self._delay)
+        heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
+        self._queued += 1
+        if not host.scheduled and host.active < self._per_host:
+            self._schedule(host, time.monotonic())
+
+    def _schedule(self, host: _Host, now: float) -> None:
+        host.scheduled = True
+        if host.next_start <= now:
+            self._ready.append(host)
+        else:
+            heapq.heappush(self._waiting, (host.next_start, next(self._seq), host))
+
+    # -- handing out ---------------------------------------------------------------------
+
+    def next_request(self) -> Request | None:
+        """Block until a request may start; None when the crawl is over or stopped."""
+        with self._cond:
+            while True:
+                if self._stopped:
+                    return None
+                now = time.monotonic()
+                self._promote(now)
+                if self._ready and self._budget != 0:
+                    return self._take(self._ready.popleft(), now)
+                if self._in_flight == 0 and (
+                    (self._queued == 0 and not self._delayed) or self._budget == 0
+                ):
+                    self.budget_exhausted = self._budget == 0 and self._queued > 0
+                    self._stopped = True
+                    self._cond.notify_all()
+                    return None
+                self._cond.wait(self._next_due(now))
+
+    def _promote(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            request = heapq.heappop(self._delayed)[2]
+            self._enqueue(request)
+        while self._waiting and self._waiting[0][0] <= now:
+            host = heapq.heappop(self._waiting)[2]
+            if host.next_start > now:  # pushed back again (Retry-After) while waiting
+                heapq.heappush(self._waiting, (host.next_start, next(self._seq), host))
+                break
+            self._ready.append(host)
+
+    def _next_due(self, now: float) -> float | None:
+        due = [entries[0][0] for entries in (self._waiting, self._delayed) if entries]
+        return max(0.0, min(due) - now) if due else None
+
+    def _take(self, host: _Host, now: float) -> Request:
+        host.scheduled = False
+        request = heapq.heappop(host.queue)[2]
+        self._queued -= 1
+        host.active += 1
+        self._in_flight += 1
+        if request.attempt == 1 and not request.redirect_chain and self._budget > 0:
+            self._budget -= 1
+        if host.delay:
+            host.next_start = now + host.delay
+        if host.queue and host.active < self._per_host:
+            self._schedule(host, now)
+        return request
+
+    # -- finishing -----------------------------------------------------------------------
+
+    def finish(
+        self,
+        request: Request,
+        *,
+        retry: Request | None = None,
+        retry_at: float = 0.0,
+        host_pause: float | None = None,
+    ) -> None:
+        """Release the request's slot; optionally queue its retry and pause its host."""
+        key = origin(request.url)
+        with self._cond:
+            host = self._hosts[key]
+            host.active -= 1
+            self._in_flight -= 1
+            now = time.monotonic()
+            if host_pause:
+                host.next_start = max(host.next_start, now + host_pause)
+            if retry is not None and not self._stopped:
+                heapq.heappush(self._delayed, (retry_at, next(self._seq), retry))
+            if host.queue and not host.scheduled and host.active < self._per_host:
+                self._schedule(host, now)
+            if self._in_flight == 0 or retry is not None:
+                self._cond.notify_all()  # the crawl may be over, or a wait time changed
+            else:
+                self._cond.notify()
+
+    def stop(self) -> None:
+        """Hand out nothing more; blocked workers return None."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def set_host_delay(self, url: str, delay: float) -> None:
+        """A per-host delay (robots.txt Crawl-delay) that overrides `crawl.delay`."""
+        key = origin(canonicalize(url))
+        with self._cond:
+            host = self._hosts.setdefault(key, _Host(key, self._delay))
+            host.delay = max(delay, self._delay)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {"queued": self._queued + len(self._delayed), "in_flight": self._in_flight,
+                    "seen": len(self._seen)}
