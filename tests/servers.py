@@ -449,8 +449,17 @@ class FaultServer:
     Use as a context manager (``with FaultServer() as srv: ...``) or call
     `start`/`stop`. Routes can be added before or after starting.
 
+    Faults configured at construction:
+
+    * ``tls``: serve HTTPS with a per-process self-signed certificate (`ca_file`).
+    * ``handshake_delay``: after accepting, wait this long before the TLS handshake
+      (for plain TCP: before reading the request) -- a slow handshake.
+    * ``idle_close_after``: close (FIN) a connection on which no request byte has
+      arrived for this long, whether before its first request or between requests.
+
     Observations (`requests`, counters) are updated under one lock; the counter
-    attributes are plain ints that are safe to read at any time.
+    attributes are plain ints that are safe to read at any time. A hung handler
+    keeps its thread (and `in_flight`) until `stop`, even if the client left.
     """
 
     host = "127.0.0.1"
@@ -535,8 +544,10 @@ class FaultServer:
         self._listener.close()
         for conn in conns:
             conn.shutdown()
+        current = threading.current_thread()  # stop() may be called from a handler
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
         for conn in conns:
             conn.close()
 

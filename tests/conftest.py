@@ -1,0 +1,76 @@
+"""Shared fixtures: loopback fault servers and a crawl helper. Never the internet."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import FaultServer
+
+import scraper
+from scraper import Spider
+from scraper.crawler import CrawlResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., FaultServer]]:
+    started: list[FaultServer] = []
+
+    def make(**kwargs: Any) -> FaultServer:
+        srv = FaultServer(**kwargs).start()
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test runs in an empty directory, with no SCRAPER_* variables, and leaks no threads."""
+    for name in list(__import__("os").environ):
+        if name.startswith("SCRAPER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
+              and t.name.startswith("scraper-") and not t.name.startswith("scraper-dns")]
+    for thread in leaked:
+        thread.join(timeout=2)
+    assert not [t.name for t in leaked if t.is_alive()], "crawl threads left running"
+
+
+def link_spider(start: str, *, callback_items: bool = True, **attrs: Any) -> type[Spider]:
+    """A spider that follows every link and yields one item per page."""
+
+    class LinkSpider(Spider):
+        name = "links"
+        start_urls = [start]
+
+        def parse(self, response: Any) -> Any:
+            if callback_items:
+                yield {"url": response.url, "status": response.status}
+            yield from response.follow_all("a[href]")
+
+    for key, value in attrs.items():
+        setattr(LinkSpider, key, value)
+    return LinkSpider
+
+
+def crawl(spider: type[Spider], **settings: Any) -> CrawlResult:
+    """Run a crawl with dotted settings given as keyword arguments (crawl__per_host=2)."""
+    dotted = {key.replace("__", "."): value for key, value in settings.items()}
+    return scraper.crawl(spider, dotted)
