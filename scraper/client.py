@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import ipaddress
+import logging
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,6 +43,7 @@ from urllib3.exceptions import (
     DecodeError,
     EmptyPoolError,
     HTTPError,
+    InsecureRequestWarning,
     LocationValueError,
     NameResolutionError,
     NewConnectionError,
@@ -62,6 +65,8 @@ from .errors import (
 )
 from .settings import HttpSettings, RetrySettings
 from .stats import Stats
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 DRAIN_CAP = 64 * 1024
@@ -333,6 +338,9 @@ class Client:
         else:
             context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
             context.check_hostname = False
+            # The user turned verification off on purpose: say it once, not per request.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+            log.warning("TLS certificate verification is off (http.verify_tls = false)")
         attrs = {"stats": stats, "resolver": self._resolver}
         http_conn = type("TrackedHTTPConnection", (_TrackedConnectionMixin, HTTPConnection), attrs)
         https_conn = type(

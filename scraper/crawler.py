@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 from .client import Client, FetchResult, RetryPolicy
 from .errors import (
+    Cancelled,
     CloseSpider,
     ConfigError,
     DropItem,
@@ -45,6 +46,17 @@ CANCEL_GRACE = 1.0  # seconds given to workers to wind down after a hard stop
 LOG_INTERVAL = 10.0
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What handling one request left for the scheduler."""
+
+    children: list[Request] = field(default_factory=list)
+    retry: Request | None = None
+    retry_at: float = 0.0
+    host_pause: float | None = None
+    host_failed: bool = False
 
 
 @dataclass
@@ -103,6 +115,8 @@ class Crawler:
             allowed_domains=allowed,
             depth_limit=settings.crawl.depth_limit,
             max_pages=settings.crawl.max_pages,
+            host_backoff=settings.retry.backoff,
+            max_host_backoff=settings.retry.max_backoff,
         )
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
                              retry_statuses=self._retry.statuses)
@@ -264,11 +278,7 @@ class Crawler:
         assert self.scheduler is not None
         try:
             while (request := self.scheduler.next_request()) is not None:
-                try:
-                    self._process(request)
-                except Exception:  # a bug of ours must not kill the worker or lose the slot
-                    log.exception("internal error processing %s", request.url)
-                    self.scheduler.finish(request)
+                self._process(request)
         finally:
             with self._live_lock:
                 self._live_workers -= 1
@@ -276,69 +286,82 @@ class Crawler:
                     self._workers_done.set()
 
     def _process(self, request: Request) -> None:
-        assert self.scheduler is not None and self.client is not None
+        """Fetch and handle one request; release its slot exactly once, whatever happens."""
+        assert self.scheduler is not None
+        outcome = _Outcome()
+        try:
+            self._handle(request, outcome)
+        except Exception:  # a bug must not kill the worker, leak the slot or lose the URL
+            log.exception("internal error processing %s", request.url)
+            self.stats.add_failure("internal_error")
+        finally:
+            # New requests first, so the crawl cannot look finished in between.
+            self.scheduler.add(outcome.children)
+            self.scheduler.finish(request, retry=outcome.retry, retry_at=outcome.retry_at,
+                                  host_pause=outcome.host_pause,
+                                  host_failed=outcome.host_failed)
+
+    def _handle(self, request: Request, outcome: _Outcome) -> None:
+        assert self.client is not None
         try:
             result = self.client.fetch(request.method, request.url, request.headers,
                                        request.body)
         except FetchError as exc:
-            self._fetch_failed(request, exc)
+            self._fetch_failed(request, exc, outcome)
             return
         status = result.status
         if status in REDIRECT_STATUSES and "location" in result.headers \
                 and not request.meta.get("dont_redirect"):
-            self._redirect(request, result)
+            self._redirect(request, result, outcome)
             return
         response = Response(result.url, status, result.headers, result.body, request)
         if status >= 300 and status not in self.spider.handle_statuses:
-            self.scheduler.finish(request)
-            self._fail(request, f"status:{status}", StatusError(status, request.url), response)
+            self._fail(request, f"status:{status}", StatusError(status, request.url), outcome,
+                       response)
             return
-        children = self._run_callback(request.callback or self.spider.parse, response, request)
-        self.scheduler.add(children)
-        self.scheduler.finish(request)
+        self._run_callback(request.callback or self.spider.parse, response, request, outcome)
 
-    def _fetch_failed(self, request: Request, exc: FetchError) -> None:
-        assert self.scheduler is not None
+    def _fetch_failed(self, request: Request, exc: FetchError, outcome: _Outcome) -> None:
+        outcome.host_failed = exc.retryable and not isinstance(exc, Cancelled)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            outcome.host_pause = min(retry_after, self.settings.retry.max_backoff)
         wait = None if self._hard_stop_at is not None else \
             self._retry.next_wait(request.method, request.attempt, exc)
         if wait is not None:
             self.stats.inc("retries")
-            retry_after = getattr(exc, "retry_after", None)
             log.info("retrying %s in %.2fs (attempt %d): %s", request.url, wait,
                      request.attempt + 1, exc)
-            self.scheduler.finish(request, retry=request.replace(attempt=request.attempt + 1),
-                                  retry_at=time.monotonic() + wait, host_pause=retry_after)
+            outcome.retry = request.replace(attempt=request.attempt + 1)
+            outcome.retry_at = time.monotonic() + wait
             return
-        self.scheduler.finish(request)
         response = None
         if isinstance(exc, StatusError) and isinstance(exc.result, FetchResult):
             result = exc.result
             response = Response(result.url, result.status, result.headers, result.body, request)
             if result.status in self.spider.handle_statuses:
-                self.scheduler.add(self._run_callback(
-                    request.callback or self.spider.parse, response, request))
+                self._run_callback(request.callback or self.spider.parse, response, request,
+                                   outcome)
                 return
-        self._fail(request, exc.reason, exc, response)
+        self._fail(request, exc.reason, exc, outcome, response)
 
-    def _redirect(self, request: Request, result: FetchResult) -> None:
-        assert self.scheduler is not None
-        self.scheduler.finish(request)
+    def _redirect(self, request: Request, result: FetchResult, outcome: _Outcome) -> None:
         chain = (*request.redirect_chain, request.url)
         location = result.headers["location"]
         try:
             target = canonicalize(urljoin(result.url, location))
         except BadURL as exc:
-            self._fail(request, "redirect", RedirectError(f"bad Location {location!r}: {exc}",
-                                                          request.url))
+            self._fail(request, "redirect",
+                       RedirectError(f"bad Location {location!r}: {exc}", request.url), outcome)
             return
         if target in chain:
             self._fail(request, "redirect_loop",
-                       RedirectError(f"redirect loop back to {target}", request.url))
+                       RedirectError(f"redirect loop back to {target}", request.url), outcome)
             return
         if len(chain) > self.settings.http.max_redirects:
             self._fail(request, "redirect", RedirectError(
                 f"more than http.max_redirects ({self.settings.http.max_redirects}) redirects",
-                request.url))
+                request.url), outcome)
             return
         headers = request.headers
         if headers and hostname(target) != hostname(request.url):
@@ -347,49 +370,44 @@ class Crawler:
         if result.status == 303 or (result.status in (301, 302) and method == "POST"):
             method, body = "GET", None
         self.stats.inc("redirects")
-        follow = request.replace(url=target, redirect_chain=chain, attempt=1, headers=headers,
-                                 method=method, body=body)
-        self.scheduler.add([follow])
+        outcome.children.append(request.replace(
+            url=target, redirect_chain=chain, attempt=1, headers=headers, method=method,
+            body=body))
 
-    def _fail(self, request: Request, reason: str, exc: BaseException,
+    def _fail(self, request: Request, reason: str, exc: BaseException, outcome: _Outcome,
               response: Response | None = None) -> None:
         """Record a request that ended without a page, and call its errback."""
-        assert self.scheduler is not None
         self.stats.add_failure(reason)
         log.warning("failed (%s) %s: %s", reason, request.url, exc)
         if request.errback is not None:
             failure = Failure(request, reason, exc, response)
-            self.scheduler.add(self._run_callback(request.errback, failure, request,
-                                                  count_page=False))
+            self._run_callback(request.errback, failure, request, outcome, count_page=False)
 
-    def _run_callback(self, callback: Any, argument: Any, request: Request, *,
-                      count_page: bool = True) -> list[Request]:
-        """Run a callback or errback; route its items; return the requests it yielded."""
+    def _run_callback(self, callback: Any, argument: Any, request: Request, outcome: _Outcome,
+                      *, count_page: bool = True) -> None:
+        """Run a callback or errback; route its items; collect the requests it yields."""
         if count_page:
             self.stats.inc("pages")
-        children: list[Request] = []
         depth = request.depth + 1
         try:
             outputs = callback(argument)
             for value in outputs if isinstance(outputs, Iterable) else ():
                 if isinstance(value, Request):
                     value.depth = depth
-                    children.append(value)
+                    outcome.children.append(value)
                 elif value is not None:
                     self._process_item(value)
         except CloseSpider as exc:
             log.info("spider asked to close: %s", exc.reason)
             self.halt(exc.reason, cancel=False)
         except Exception as exc:
-            self.stats.inc("callback_errors")
             name = getattr(callback, "__name__", repr(callback))
             log.exception("callback %s raised on %s", name, request.url)
             self.stats.add_failure("callback_error")
             if request.errback is not None and callback is not request.errback:
                 failure = Failure(request, "callback_error", exc)
-                children += self._run_callback(request.errback, failure, request,
-                                               count_page=False)
-        return children
+                self._run_callback(request.errback, failure, request, outcome,
+                                   count_page=False)
 
     def _process_item(self, value: Any) -> None:
         if not is_item(value):

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class _Host:
-    __slots__ = ("active", "delay", "key", "next_start", "queue", "scheduled")
+    __slots__ = ("active", "delay", "failures", "key", "next_start", "queue", "scheduled")
 
     def __init__(self, key: str, delay: float) -> None:
         self.key = key
@@ -35,6 +35,7 @@ class _Host:
         self.delay = delay
         self.next_start = 0.0
         self.scheduled = False
+        self.failures = 0  # consecutive failed exchanges: a failing host is backed off
 
 
 class Scheduler:
@@ -47,6 +48,8 @@ class Scheduler:
         allowed_domains: Iterable[str] = (),
         depth_limit: int = 0,
         max_pages: int = 0,
+        host_backoff: float = 0.0,
+        max_host_backoff: float = 0.0,
     ) -> None:
         self._stats = stats
         self._per_host = per_host
@@ -54,6 +57,8 @@ class Scheduler:
         self.allowed_domains = frozenset(d.lower().lstrip(".") for d in allowed_domains)
         self._depth_limit = depth_limit
         self._budget = max_pages or -1  # first attempts still allowed to start; -1: no limit
+        self._host_backoff = host_backoff
+        self._max_host_backoff = max_host_backoff
         self._cond = threading.Condition(threading.Lock())
         self._hosts: dict[str, _Host] = {}
         self._ready: deque[_Host] = deque()
@@ -194,14 +199,27 @@ class Scheduler:
         retry: Request | None = None,
         retry_at: float = 0.0,
         host_pause: float | None = None,
+        host_failed: bool = False,
     ) -> None:
-        """Release the request's slot; optionally queue its retry and pause its host."""
+        """Release the request's slot; optionally queue its retry and pause its host.
+
+        `host_failed`: the exchange failed in a way that blames the host (connection,
+        timeout, retryable status). From the second failure in a row the host is paused
+        for `retry.backoff` doubling up to `retry.max_backoff`; a success resets it.
+        """
         key = origin(request.url)
         with self._cond:
             host = self._hosts[key]
             host.active -= 1
             self._in_flight -= 1
             now = time.monotonic()
+            if host_failed:
+                host.failures += 1
+                if host.failures >= 2 and self._host_backoff:
+                    backoff = self._host_backoff * 2 ** (host.failures - 2)
+                    host_pause = max(host_pause or 0.0, min(backoff, self._max_host_backoff))
+            else:
+                host.failures = 0
             if host_pause:
                 host.next_start = max(host.next_start, now + host_pause)
             if retry is not None and not self._stopped:

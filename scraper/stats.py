@@ -24,7 +24,6 @@ COUNTERS = (
     "filtered_offsite",
     "filtered_depth",
     "filtered_bad_url",
-    "callback_errors",
 )
 
 
