@@ -466,6 +466,8 @@ class Client:
                 raise self._cancelled(exchange, url) from exc
             raise
         except (HTTPError, OSError) as exc:
+            if exchange.cancel_reason is None and time.monotonic() >= exchange.expires - 0.01:
+                exchange.cancel(self._expiry_reason())  # a socket timeout clamped to expiry
             if exchange.cancel_reason is not None:
                 raise self._cancelled(exchange, url) from exc
             raise _translate(exc, url, reused=exchange.reused, got_response=response is not None) \

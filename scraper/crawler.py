@@ -44,6 +44,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
 CANCEL_GRACE = 1.0  # seconds given to workers to wind down after a hard stop
 LOG_INTERVAL = 10.0
+SIGNAL_POLL = 0.1  # how often the supervisor looks for signals received
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -92,6 +93,7 @@ class Crawler:
         self._finish_reason: str | None = None
         self._reason_lock = threading.Lock()
         self._interrupts = 0
+        self._signals_received = 0
         self._hard_stop_at: float | None = None
         self._interrupt_at: float | None = None
         self._workers_done = threading.Event()
@@ -188,7 +190,11 @@ class Crawler:
         assert self.scheduler is not None and self.client is not None
         grace = self.settings.crawl.shutdown_grace
         next_log = started + LOG_INTERVAL
+        handled_signals = 0
         while True:
+            while handled_signals < self._signals_received:
+                handled_signals += 1
+                self.interrupt()
             now = time.monotonic()
             if deadline is not None and now >= deadline and self._hard_stop_at is None:
                 log.warning("deadline reached: cancelling %d requests in flight",
@@ -205,7 +211,7 @@ class Crawler:
             if now >= next_log:
                 self._log_progress(started, now)
                 next_log = now + LOG_INTERVAL
-            wakeups = [next_log]
+            wakeups = [next_log, now + SIGNAL_POLL]
             if deadline is not None and self._hard_stop_at is None:
                 wakeups.append(deadline)
             if self._interrupt_at is not None and self._hard_stop_at is None:
@@ -255,7 +261,8 @@ class Crawler:
             return {}
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            self.interrupt()
+            # Only a counter: the handler may run while this thread holds any lock.
+            self._signals_received += 1
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
