@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -137,7 +138,7 @@ def test_failing_host_is_backed_off(server: FaultServer) -> None:
                      retry__backoff=0.05, retry__max_backoff=1)
     assert stats["failed_reasons"] == {"status:500": 5}
     starts = [r.started for r in server.requests if r.path.startswith("/down")]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps[1] >= 0.05 and gaps[2] >= 0.1 and gaps[3] >= 0.2  # doubling pauses
 
 
