@@ -213,6 +213,11 @@ class _TrackedConnectionMixin:
             raise ConnectTimeoutError(self, f"connection to {host} timed out")
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
 
+    def close(self) -> None:
+        if self.sock is not None:  # type: ignore[attr-defined]
+            self.stats.inc("connections_closed")
+        super().close()  # type: ignore[misc]
+
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         sock = self.sock  # type: ignore[attr-defined]
         reused = sock is not None and self._requests_sent > 0
@@ -394,6 +399,10 @@ class Client:
             exchanges = list(self._exchanges)
         for exchange in exchanges:
             exchange.cancel(reason)
+
+    def open_connections(self) -> int:
+        """Connections currently open (pooled idle ones and those in use)."""
+        return self.stats.get("connections_opened") - self.stats.get("connections_closed")
 
     def close(self) -> None:
         self._closing.set()

@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -79,12 +79,19 @@ class Crawler:
         outputs: Sequence[Exporter] = (),
         collect_items: bool = False,
         handle_signals: bool = False,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_interval: float = LOG_INTERVAL,
     ) -> None:
+        """`on_progress(snapshot)` is called every `progress_interval` seconds from the
+        supervising thread (default: a log line)."""
         self.spider = spider
         self.settings = settings
         self.outputs = list(outputs)
         self.collect_items = collect_items
         self.handle_signals = handle_signals
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self._started = time.monotonic()
         self.stats = Stats()
         self.items: list[dict[str, Any]] = []
         self._items_lock = threading.Lock()
@@ -122,7 +129,7 @@ class Crawler:
         )
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
                              retry_statuses=self._retry.statuses)
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         wall_started = time.time()
         deadline = started + settings.crawl.deadline if settings.crawl.deadline else None
         self.client.deadline = deadline
@@ -189,7 +196,7 @@ class Crawler:
                    deadline: float | None) -> None:
         assert self.scheduler is not None and self.client is not None
         grace = self.settings.crawl.shutdown_grace
-        next_log = started + LOG_INTERVAL
+        next_log = started + self.progress_interval
         handled_signals = 0
         while True:
             while handled_signals < self._signals_received:
@@ -209,8 +216,8 @@ class Crawler:
                 log.error("workers still busy after cancellation, leaving them: %s", stuck)
                 return
             if now >= next_log:
-                self._log_progress(started, now)
-                next_log = now + LOG_INTERVAL
+                self._report_progress()
+                next_log = now + self.progress_interval
             wakeups = [next_log, now + SIGNAL_POLL]
             if deadline is not None and self._hard_stop_at is None:
                 wakeups.append(deadline)
@@ -223,15 +230,31 @@ class Crawler:
                     thread.join()
                 return
 
-    def _log_progress(self, started: float, now: float) -> None:
-        assert self.scheduler is not None
-        stats = self.stats.snapshot()
-        counts = self.scheduler.counts
+    def progress(self) -> dict[str, Any]:
+        """A live snapshot: counters plus pages/s, in flight, queued, connections open."""
+        assert self.scheduler is not None and self.client is not None
+        snapshot = self.stats.snapshot()
+        snapshot.update(self.scheduler.counts)
+        elapsed = time.monotonic() - self._started
+        snapshot["elapsed_s"] = round(elapsed, 3)
+        snapshot["pages_per_s"] = round(snapshot["pages"] / elapsed, 1) if elapsed > 0 else 0.0
+        snapshot["connections_open"] = self.client.open_connections()
+        return snapshot
+
+    def _report_progress(self) -> None:
+        snapshot = self.progress()
+        if self.on_progress is not None:
+            try:
+                self.on_progress(snapshot)
+            except Exception:
+                log.exception("progress reporter raised")
+            return
         log.info(
             "pages %d, items %d, %.1f pages/s, in flight %d, queued %d, failed %d, "
-            "connections opened %d",
-            stats["pages"], stats["items"], stats["pages"] / max(now - started, 1e-9),
-            counts["in_flight"], counts["queued"], stats["failed"], stats["connections_opened"],
+            "connections open %d",
+            snapshot["pages"], snapshot["items"], snapshot["pages_per_s"],
+            snapshot["in_flight"], snapshot["queued"], snapshot["failed"],
+            snapshot["connections_open"],
         )
 
     def halt(self, reason: str, *, cancel: bool) -> None:

@@ -18,6 +18,7 @@ COUNTERS = (
     "stale_retries",
     "connections_opened",
     "connections_reused",
+    "connections_closed",
     "bytes_received",
     "redirects",
     "filtered_duplicate",
