@@ -82,7 +82,8 @@ class Exchange:
     handshake; `close()` would not be.
     """
 
-    __slots__ = ("_lock", "cancel_reason", "expires", "reused", "sock")
+    __slots__ = ("_lock", "cancel_reason", "connect_started", "connected", "expires", "reused",
+                 "sock", "tcp_connected")
 
     def __init__(self, expires: float) -> None:
         self._lock = threading.Lock()
@@ -90,6 +91,7 @@ class Exchange:
         self.cancel_reason: str | None = None
         self.expires = expires
         self.reused = False
+        self.connect_started = self.tcp_connected = self.connected = 0.0
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -176,7 +178,11 @@ class _TrackedConnectionMixin:
         exchange = _exchange()
         if exchange is not None and exchange.cancel_reason is not None:
             raise Cancelled("request cancelled", reason=exchange.cancel_reason)
+        if exchange is not None:
+            exchange.connect_started = time.monotonic()
         sock = self._connect_resolved()
+        if exchange is not None:
+            exchange.tcp_connected = time.monotonic()
         self._requests_sent = 0
         self.stats.inc("connections_opened")
         if exchange is not None:
@@ -212,6 +218,12 @@ class _TrackedConnectionMixin:
         if error is None or isinstance(error, TimeoutError):
             raise ConnectTimeoutError(self, f"connection to {host} timed out")
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        exchange = _exchange()
+        if exchange is not None:
+            exchange.connected = time.monotonic()  # TCP, and TLS for https
 
     def close(self) -> None:
         if self.sock is not None:  # type: ignore[attr-defined]
@@ -263,6 +275,7 @@ class FetchResult:
     body: bytes
     elapsed: float
     reused: bool
+    timings: dict[str, float]
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -448,7 +461,9 @@ class Client:
     def _attempt(self, exchange: Exchange, method: str, url: str, headers: Mapping[str, str],
                  body: bytes | None, start: float) -> FetchResult:
         settings = self.settings
-        remaining = exchange.expires - time.monotonic()
+        attempt_start = time.monotonic()
+        exchange.connect_started = exchange.tcp_connected = exchange.connected = 0.0
+        remaining = exchange.expires - attempt_start
         if remaining <= 0:
             raise Cancelled("no time left for the request", url, reason=self._expiry_reason())
         timeout = urllib3.Timeout(connect=min(settings.connect_timeout, remaining),
@@ -466,6 +481,7 @@ class Client:
             if declared is not None and declared > settings.max_body \
                     and not response.headers.get("content-encoding"):
                 raise TooLarge(f"Content-Length {declared} exceeds http.max_body", url)
+            headers_at = time.monotonic()
             content = self._read_body(response, exchange, url)
             if exchange.cancel_reason is not None:
                 raise Cancelled(f"request cancelled: {exchange.cancel_reason}", url,
@@ -486,8 +502,9 @@ class Client:
                 _finish(response)
         status = response.status
         self.stats.add_response(status, len(content))
-        result = FetchResult(url, status, response.headers, content,
-                             time.monotonic() - start, exchange.reused)
+        done = time.monotonic()
+        result = FetchResult(url, status, response.headers, content, done - start,
+                             exchange.reused, _timings(exchange, attempt_start, headers_at, done))
         if status in self.retry_statuses:
             error = StatusError(status, url, retry_after=_retry_after(response.headers))
             error.result = result
@@ -522,6 +539,21 @@ class Client:
             if exchange.cancel_reason is not None:
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _timings(exchange: Exchange, started: float, headers_at: float, done: float
+             ) -> dict[str, float]:
+    """Seconds per phase: connect (DNS and TCP), tls, wait (to headers), body, total."""
+    connected = exchange.connected or started
+    return {
+        "connect": exchange.tcp_connected - exchange.connect_started
+        if exchange.connect_started else 0.0,
+        "tls": exchange.connected - exchange.tcp_connected
+        if exchange.tcp_connected and exchange.connected > exchange.tcp_connected else 0.0,
+        "wait": headers_at - max(started, connected),
+        "body": done - headers_at,
+        "total": done - started,
+    }
 
 
 def _request_target(url: str) -> str:
