@@ -23,11 +23,13 @@ import contextlib
 import email.utils
 import ipaddress
 import logging
+import queue
 import socket
 import ssl
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -244,9 +246,40 @@ class _TrackedConnectionMixin:
         self._requests_sent += 1
 
 
+class _LongestIdleFirstQueue(queue.Queue):  # type: ignore[type-arg]
+    """The pool's queue: open connections first, the one idle longest first; then the
+    `None` placeholders that stand for connections not opened yet.
+
+    urllib3's LIFO order lets the connections at the bottom sit idle until the idle
+    timeout closes them, so a busy crawl keeps reopening connections; rotating through
+    the open ones keeps all of them warm, and a new one is opened only when every open
+    one is in use.
+    """
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: deque[Any] = deque()
+        self._placeholders = 0
+
+    def _qsize(self) -> int:
+        return len(self.queue) + self._placeholders
+
+    def _put(self, item: Any) -> None:
+        if item is None:
+            self._placeholders += 1
+        else:
+            self.queue.append(item)
+
+    def _get(self) -> Any:
+        if self.queue:
+            return self.queue.popleft()
+        self._placeholders -= 1
+        return None
+
+
 class _IdleEvictingPoolMixin:
     """Closes pooled connections idle longer than `idle_timeout` before they are reused."""
 
+    QueueCls = _LongestIdleFirstQueue
     idle_timeout: float
 
     def _put_conn(self, conn: Any) -> None:
