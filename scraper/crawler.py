@@ -32,11 +32,12 @@ from .exporters import Exporter
 from .items import as_dict, is_item, pipeline_steps, validate
 from .request import Failure, Request
 from .response import Response
-from .scheduler import Scheduler
+from .robots import RobotsPolicy, policy_from_response, robots_url
+from .scheduler import ROBOTS_META, Scheduler
 from .settings import Settings
 from .spider import Spider
 from .stats import Stats
-from .urls import BadURL, canonicalize, hostname
+from .urls import BadURL, canonicalize, hostname, origin
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Outcome:
     retry_at: float = 0.0
     host_pause: float | None = None
     host_failed: bool = False
+    latency: float | None = None
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Crawler:
         self._live_workers = 0
         self._live_lock = threading.Lock()
         self.scheduler: Scheduler | None = None
+        self.robots: dict[str, RobotsPolicy] = {}  # origin -> rules
         self.client: Client | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -126,6 +129,13 @@ class Crawler:
             max_pages=settings.crawl.max_pages,
             host_backoff=settings.retry.backoff,
             max_host_backoff=settings.retry.max_backoff,
+            obey_robots=settings.crawl.obey_robots,
+            sort_query=settings.crawl.sort_query,
+            max_url_length=settings.crawl.max_url_length,
+            max_repeated_segments=settings.crawl.max_repeated_segments,
+            autothrottle_target=settings.crawl.autothrottle_target
+            if settings.crawl.autothrottle else 0.0,
+            autothrottle_max_delay=settings.crawl.autothrottle_max_delay,
         )
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
                              retry_statuses=self._retry.statuses)
@@ -329,16 +339,23 @@ class Crawler:
             self.scheduler.add(outcome.children)
             self.scheduler.finish(request, retry=outcome.retry, retry_at=outcome.retry_at,
                                   host_pause=outcome.host_pause,
-                                  host_failed=outcome.host_failed)
+                                  host_failed=outcome.host_failed, latency=outcome.latency)
 
     def _handle(self, request: Request, outcome: _Outcome) -> None:
         assert self.client is not None
+        if self.settings.crawl.obey_robots:
+            if request.meta.get(ROBOTS_META):
+                self._handle_robots(request, outcome)
+                return
+            if not self._robots_allow(request, outcome):
+                return
         try:
             result = self.client.fetch(request.method, request.url, request.headers,
                                        request.body)
         except FetchError as exc:
             self._fetch_failed(request, exc, outcome)
             return
+        outcome.latency = result.elapsed
         status = result.status
         if status in REDIRECT_STATUSES and "location" in result.headers \
                 and not request.meta.get("dont_redirect"):
@@ -350,6 +367,60 @@ class Crawler:
                        response)
             return
         self._run_callback(request.callback or self.spider.parse, response, request, outcome)
+
+    def _robots_allow(self, request: Request, outcome: _Outcome) -> bool:
+        """Check robots.txt; a disallowed request is filtered (or fails, when robots.txt
+        could not be fetched: RFC 9309 then says disallow all)."""
+        assert self.scheduler is not None
+        key = origin(request.url)
+        policy = self.robots.get(key)
+        if policy is None:
+            return True
+        if policy.expired():
+            self.scheduler.refresh_robots(key)
+        if policy.allowed(request.url, self.settings.http.user_agent):
+            return True
+        if policy.rules is None and not policy.allow_all:
+            self._fail(request, "robots_unavailable", FetchError(
+                f"{robots_url(key)} could not be fetched: everything is disallowed",
+                request.url), outcome)
+        else:
+            self.stats.inc("filtered_robots")
+            log.debug("disallowed by robots.txt: %s", request.url)
+        return False
+
+    def _handle_robots(self, request: Request, outcome: _Outcome) -> None:
+        """Fetch a host's robots.txt (following up to 5 redirects) and open the host."""
+        assert self.client is not None and self.scheduler is not None
+        key = origin(request.url)
+        url, status, body = request.url, None, b""
+        for _ in range(6):
+            try:
+                result = self.client.fetch("GET", url)
+            except FetchError as exc:
+                wait = None if self._hard_stop_at is not None else \
+                    self._retry.next_wait("GET", request.attempt, exc)
+                if wait is not None:
+                    self.stats.inc("retries")
+                    outcome.retry = request.replace(attempt=request.attempt + 1)
+                    outcome.retry_at = time.monotonic() + wait
+                    outcome.host_failed = exc.retryable
+                    return
+                if isinstance(exc, StatusError) and isinstance(exc.result, FetchResult):
+                    status = exc.result.status
+                log.warning("robots.txt for %s unavailable (%s): disallowing the host", key, exc)
+                break
+            location = result.headers.get("location")
+            if result.status in REDIRECT_STATUSES and location:
+                url = urljoin(url, location)
+                continue
+            status, body = result.status, result.body
+            break
+        policy = policy_from_response(status, body, self.settings.crawl.robots_ttl)
+        self.robots[key] = policy
+        delay = policy.crawl_delay(self.settings.http.user_agent)
+        log.info("robots.txt for %s: status %s, crawl-delay %s", key, status, delay)
+        self.scheduler.open_host(key, delay)
 
     def _fetch_failed(self, request: Request, exc: FetchError, outcome: _Outcome) -> None:
         outcome.host_failed = exc.retryable and not isinstance(exc, Cancelled)

@@ -20,22 +20,29 @@ from collections.abc import Iterable
 
 from .request import Request
 from .stats import Stats
-from .urls import BadURL, canonicalize, host_allowed, hostname, origin
+from .urls import BadURL, canonicalize, host_allowed, hostname, looks_like_trap, origin
 
 log = logging.getLogger(__name__)
 
 
+ROBOTS_META = "_robots"
+
+
 class _Host:
-    __slots__ = ("active", "delay", "failures", "key", "next_start", "queue", "scheduled")
+    __slots__ = ("active", "base_delay", "delay", "failures", "gated", "key", "next_start",
+                 "queue", "robots_request", "scheduled")
 
     def __init__(self, key: str, delay: float) -> None:
         self.key = key
         self.queue: list[tuple[int, int, Request]] = []
         self.active = 0
-        self.delay = delay
+        self.base_delay = delay  # crawl.delay, or robots.txt Crawl-delay when larger
+        self.delay = delay  # base_delay, or more under autothrottle
         self.next_start = 0.0
         self.scheduled = False
         self.failures = 0  # consecutive failed exchanges: a failing host is backed off
+        self.gated = False  # waiting for robots.txt: only `robots_request` may start
+        self.robots_request: Request | None = None
 
 
 class Scheduler:
@@ -50,6 +57,12 @@ class Scheduler:
         max_pages: int = 0,
         host_backoff: float = 0.0,
         max_host_backoff: float = 0.0,
+        obey_robots: bool = False,
+        sort_query: bool = False,
+        max_url_length: int = 0,
+        max_repeated_segments: int = 0,
+        autothrottle_target: float = 0.0,
+        autothrottle_max_delay: float = 60.0,
     ) -> None:
         self._stats = stats
         self._per_host = per_host
@@ -59,6 +72,12 @@ class Scheduler:
         self._budget = max_pages or -1  # first attempts still allowed to start; -1: no limit
         self._host_backoff = host_backoff
         self._max_host_backoff = max_host_backoff
+        self._obey_robots = obey_robots
+        self._sort_query = sort_query
+        self._max_url_length = max_url_length
+        self._max_repeated_segments = max_repeated_segments
+        self._throttle_target = autothrottle_target
+        self._throttle_max = autothrottle_max_delay
         self._cond = threading.Condition(threading.Lock())
         self._hosts: dict[str, _Host] = {}
         self._ready: deque[_Host] = deque()
@@ -76,10 +95,13 @@ class Scheduler:
     def _check(self, request: Request) -> str | None:
         """Canonicalise the URL in place; the filter reason, or None to queue it."""
         try:
-            request.url = canonicalize(request.url)
+            request.url = canonicalize(request.url, self._sort_query)
         except BadURL as exc:
             log.debug("skipped %s", exc)
             return "filtered_bad_url"
+        if looks_like_trap(request.url, self._max_url_length, self._max_repeated_segments):
+            log.debug("skipped a likely crawl trap: %s", request.url)
+            return "filtered_trap"
         if self.allowed_domains and not host_allowed(hostname(request.url),
                                                      self.allowed_domains):
             return "filtered_offsite"
@@ -128,10 +150,27 @@ class Scheduler:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host(key, self._delay)
-        heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
+            if self._obey_robots:
+                self._gate(host)
+        if request.meta.get(ROBOTS_META):
+            host.robots_request = request  # a robots.txt retry
+        else:
+            heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
         self._queued += 1
-        if not host.scheduled and host.active < self._per_host:
+        if not host.scheduled and self._eligible(host):
             self._schedule(host, time.monotonic())
+
+    def _gate(self, host: _Host) -> None:
+        """Hold the host until its robots.txt is read; queue the robots.txt request."""
+        host.gated = True
+        host.robots_request = Request(f"{host.key}/robots.txt", meta={ROBOTS_META: True},
+                                      dont_filter=True)
+        self._queued += 1
+
+    def _eligible(self, host: _Host) -> bool:
+        if host.active >= self._per_host:
+            return False
+        return host.robots_request is not None if host.gated else bool(host.queue)
 
     def _schedule(self, host: _Host, now: float) -> None:
         host.scheduled = True
@@ -178,15 +217,20 @@ class Scheduler:
 
     def _take(self, host: _Host, now: float) -> Request:
         host.scheduled = False
-        request = heapq.heappop(host.queue)[2]
+        if host.gated:
+            request = host.robots_request
+            assert request is not None
+            host.robots_request = None
+        else:
+            request = heapq.heappop(host.queue)[2]
+            if request.attempt == 1 and not request.redirect_chain and self._budget > 0:
+                self._budget -= 1
         self._queued -= 1
         host.active += 1
         self._in_flight += 1
-        if request.attempt == 1 and not request.redirect_chain and self._budget > 0:
-            self._budget -= 1
         if host.delay:
             host.next_start = now + host.delay
-        if host.queue and host.active < self._per_host:
+        if self._eligible(host):
             self._schedule(host, now)
         return request
 
@@ -200,6 +244,7 @@ class Scheduler:
         retry_at: float = 0.0,
         host_pause: float | None = None,
         host_failed: bool = False,
+        latency: float | None = None,
     ) -> None:
         """Release the request's slot; optionally queue its retry and pause its host.
 
@@ -220,11 +265,13 @@ class Scheduler:
                     host_pause = max(host_pause or 0.0, min(backoff, self._max_host_backoff))
             else:
                 host.failures = 0
+            if latency is not None and self._throttle_target:
+                self._throttle(host, latency)
             if host_pause:
                 host.next_start = max(host.next_start, now + host_pause)
             if retry is not None and not self._stopped:
                 heapq.heappush(self._delayed, (retry_at, next(self._seq), retry))
-            if host.queue and not host.scheduled and host.active < self._per_host:
+            if not host.scheduled and self._eligible(host):
                 self._schedule(host, now)
             if self._in_flight == 0 or retry is not None:
                 self._cond.notify_all()  # the crawl may be over, or a wait time changed
@@ -237,12 +284,34 @@ class Scheduler:
             self._stopped = True
             self._cond.notify_all()
 
-    def set_host_delay(self, url: str, delay: float) -> None:
-        """A per-host delay (robots.txt Crawl-delay) that overrides `crawl.delay`."""
-        key = origin(canonicalize(url))
+    def _throttle(self, host: _Host, latency: float) -> None:
+        """Autothrottle: move the delay halfway towards latency / target concurrency."""
+        target = latency / self._throttle_target
+        delay = (host.delay + target) / 2
+        host.delay = min(max(delay, host.base_delay), max(self._throttle_max, host.base_delay))
+
+    def open_host(self, key: str, delay: float | None = None) -> None:
+        """robots.txt is read: let the host's requests start, `delay` apart at least."""
         with self._cond:
-            host = self._hosts.setdefault(key, _Host(key, self._delay))
-            host.delay = max(delay, self._delay)
+            host = self._hosts[key]
+            host.gated = False
+            if delay is not None and delay > host.base_delay:
+                host.base_delay = delay
+                host.delay = max(host.delay, delay)
+            if not host.scheduled and self._eligible(host):
+                self._schedule(host, time.monotonic())
+            self._cond.notify()
+
+    def refresh_robots(self, key: str) -> None:
+        """The host's robots.txt is out of date: fetch it again before anything else."""
+        with self._cond:
+            host = self._hosts[key]
+            if host.gated or self._stopped:
+                return
+            self._gate(host)
+            if not host.scheduled and self._eligible(host):
+                self._schedule(host, time.monotonic())
+            self._cond.notify()
 
     @property
     def counts(self) -> dict[str, int]:

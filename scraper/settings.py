@@ -57,6 +57,14 @@ class CrawlSettings(_Section):
     allowed_failures: int = Field(0, ge=0)
     shutdown_grace: Duration = 5.0
     spiders_dir: str = "spiders"
+    obey_robots: bool = True
+    robots_ttl: Duration = 86400.0
+    autothrottle: bool = False
+    autothrottle_target: float = Field(1.0, gt=0)
+    autothrottle_max_delay: Duration = 60.0
+    max_url_length: int = Field(2083, ge=0)
+    max_repeated_segments: int = Field(3, ge=0)
+    sort_query: bool = False
 
 
 class HttpSettings(_Section):

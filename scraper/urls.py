@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
+_STRIPPED = str.maketrans("", "", "\t\n\r")  # browsers drop these anywhere in a URL
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters left as they are when percent-encoding a path or query (RFC 3986 reserved,
+# unreserved and '%' itself, so existing escapes survive).
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
 
 
 class BadURL(ValueError):
@@ -37,15 +43,20 @@ def _upper_escape(match: re.Match[str]) -> str:
 
 
 @lru_cache(maxsize=65536)
-def canonicalize(url: str) -> str:
+def canonicalize(url: str, sort_query: bool = False) -> str:
     """The form of `url` used for dedup: the same page gives the same string.
 
-    Lower-case scheme and host, default port dropped, dot segments removed, empty path
-    made `/`, fragment dropped, percent-escapes upper-cased. Raises `BadURL` for
-    anything that is not an absolute http(s) URL with a host.
+    Lower-case scheme and host (IDNA-encoded), default port dropped, dot segments
+    removed, empty path made `/`, fragment dropped, spaces and non-ASCII characters
+    percent-encoded (UTF-8), escapes upper-cased, tabs and newlines removed as browsers
+    do; with `sort_query`, query parameters sorted. Raises `BadURL` for anything that
+    is not an absolute http(s) URL with a valid host, or that has control characters.
     """
+    cleaned = url.strip().translate(_STRIPPED)
+    if _CONTROL.search(cleaned):
+        raise BadURL(f"control character in URL {url!r}")
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(cleaned)
         port = parts.port
     except ValueError as exc:
         raise BadURL(f"malformed URL {url!r}: {exc}") from None
@@ -55,20 +66,46 @@ def canonicalize(url: str) -> str:
     host = parts.hostname
     if not host:
         raise BadURL(f"URL without a host: {url!r}")
-    if any(ord(c) < 33 or c in "<>\\^`{|}" for c in host):
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise BadURL(f"invalid international host name in {url!r}") from None
+    if any(c in " <>\\^`{|}\"%" for c in host):
         raise BadURL(f"invalid host in URL {url!r}")
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
     path = parts.path or "/"
+    query = parts.query
+    if not path.isascii() or " " in path:
+        path = quote(path, safe=_PATH_SAFE)
+    if query and (not query.isascii() or " " in query):
+        query = quote(query, safe=_QUERY_SAFE)
     if "/." in path or path.startswith("."):
         path = _remove_dot_segments(path)
-    query = parts.query
     if "%" in path:
         path = _PERCENT.sub(_upper_escape, path)
     if "%" in query:
         query = _PERCENT.sub(_upper_escape, query)
+    if sort_query and "&" in query:
+        query = "&".join(sorted(query.split("&")))
     return urlunsplit(SplitResult(scheme, netloc, path, query, ""))
+
+
+def looks_like_trap(url: str, max_length: int, max_repeats: int) -> bool:
+    """A URL too long, or whose path repeats one segment too often (/a/b/a/b/a/b/...)."""
+    if max_length and len(url) > max_length:
+        return True
+    if max_repeats:
+        segments = [s for s in url.split("?", 1)[0].split("/")[3:] if s]
+        if len(segments) > max_repeats:
+            counts: dict[str, int] = {}
+            for segment in segments:
+                counts[segment] = counts.get(segment, 0) + 1
+                if counts[segment] > max_repeats:
+                    return True
+    return False
 
 
 def origin(url: str) -> str:

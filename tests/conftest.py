@@ -71,6 +71,10 @@ def link_spider(start: str, *, callback_items: bool = True, **attrs: Any) -> typ
 
 
 def crawl(spider: type[Spider], **settings: Any) -> CrawlResult:
-    """Run a crawl with dotted settings given as keyword arguments (crawl__per_host=2)."""
+    """Run a crawl with dotted settings given as keyword arguments (crawl__per_host=2).
+
+    robots.txt is off unless asked for, so that request counts are about the test's pages.
+    """
+    settings.setdefault("crawl__obey_robots", False)
     dotted = {key.replace("__", "."): value for key, value in settings.items()}
     return scraper.crawl(spider, dotted)
