@@ -54,6 +54,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.util import connection as urllib3_connection
+from urllib3.util.request import ACCEPT_ENCODING
 from urllib3.util.ssl_ import create_urllib3_context
 
 from .errors import (
@@ -419,7 +420,8 @@ class Client:
         self._base_headers = {
             "User-Agent": http.user_agent,
             "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-            "Accept-Encoding": "gzip, deflate",
+            # gzip and deflate always; br and zstd when their decoders are installed.
+            "Accept-Encoding": ACCEPT_ENCODING.replace(",", ", "),
             **http.headers,
         }
         self._watchdog = threading.Thread(target=self._watch, name="scraper-watchdog",

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin
 
+import charset_normalizer
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .request import Callback, Request
@@ -43,6 +44,28 @@ def _known_codec(name: str | bytes | None) -> str | None:
         return None
 
 
+# Encodings a web page may use (the WHATWG Encoding Standard's legacy single- and
+# multi-byte ones); a detector's guess outside them (hp_roman8, mac_latin2...) is noise.
+_WEB_ENCODINGS = frozenset(
+    _known_codec(name) for name in (
+        "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257",
+        "cp1258", "iso8859-2", "iso8859-4", "iso8859-5", "iso8859-6", "iso8859-7",
+        "iso8859-8", "iso8859-13", "iso8859-15", "koi8-r", "koi8-u", "cp874", "shift_jis",
+        "euc_jp", "iso2022_jp", "gb18030", "gbk", "big5", "euc_kr", "utf-16",
+    )
+)
+
+
+def _detect(sample: bytes) -> str:
+    """charset-normalizer's best web encoding for bytes that are not UTF-8; else cp1252,
+    which is what browsers assume for undeclared Western pages."""
+    for match in charset_normalizer.from_bytes(sample):
+        name = _known_codec(match.encoding)
+        if name in _WEB_ENCODINGS:
+            return name
+    return "cp1252"
+
+
 class Response:
     """A fetched page: `url`, `status`, `headers`, `body`, `text`, and selectors."""
 
@@ -64,16 +87,24 @@ class Response:
 
     @cached_property
     def encoding(self) -> str:
-        """From the Content-Type header, a BOM, `<meta charset>`, else UTF-8."""
+        """From a BOM, the Content-Type header, `<meta charset>`; else UTF-8 when the body
+        is valid UTF-8; else what charset-normalizer detects (cp1252 as a last resort)."""
+        for bom, name in _BOMS:
+            if self.body.startswith(bom):
+                return name
         header = _HEADER_CHARSET.search(self.headers.get("content-type", ""))
         found = _known_codec(header.group(1)) if header else None
         if found:
             return found
-        for bom, name in _BOMS:
-            if self.body.startswith(bom):
-                return name
         meta = _META_CHARSET.search(self.body[:4096])
-        return _known_codec(meta.group(1) if meta else None) or "utf-8"
+        found = _known_codec(meta.group(1) if meta else None)
+        if found:
+            return found
+        try:
+            self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _detect(self.body[:65536])
+        return "utf-8"
 
     @cached_property
     def text(self) -> str:
@@ -85,7 +116,7 @@ class Response:
 
     @cached_property
     def _tree(self) -> LexborHTMLParser:
-        if self.encoding == "utf-8":
+        if self.encoding == "utf-8" and not self.body.startswith(codecs.BOM_UTF8):
             return LexborHTMLParser(self.body)
         return LexborHTMLParser(self.text)
 
@@ -96,7 +127,12 @@ class Response:
         return self._tree.css_first(selector)
 
     def urljoin(self, href: str) -> str:
-        return urljoin(self.url, href.strip())
+        """`href` made absolute against this page's URL (unchanged when it is malformed:
+        the scheduler then skips it as a bad URL)."""
+        try:
+            return urljoin(self.url, href.strip())
+        except ValueError:
+            return href
 
     def follow(self, href: str | Node, callback: Callback | None = None,
                **kwargs: Any) -> Request:
@@ -125,7 +161,11 @@ class Response:
             href = href.strip()
             if not href or href.lower().startswith(_SKIP_SCHEMES):
                 continue
-            requests.append(Request(urljoin(base, href), callback, **kwargs))
+            try:
+                url = urljoin(base, href)
+            except ValueError:  # e.g. a broken IPv6 literal
+                continue
+            requests.append(Request(url, callback, **kwargs))
         return requests
 
     def __repr__(self) -> str:
