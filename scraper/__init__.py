@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .api import crawl
     from .request import Failure, Request
     from .response import Response
+    from .sitemap import SitemapSpider
     from .spider import Spider
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Request",
     "Response",
     "ScraperError",
+    "SitemapSpider",
     "Spider",
     "SpiderNotFound",
     "crawl",
@@ -44,6 +46,7 @@ _LAZY = {
     "Failure": "request",
     "Response": "response",
     "Spider": "spider",
+    "SitemapSpider": "sitemap",
     "crawl": "api",
 }
 
