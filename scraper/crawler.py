@@ -37,6 +37,7 @@ from .scheduler import ROBOTS_META, Scheduler
 from .settings import Settings
 from .spider import Spider
 from .stats import Stats
+from .store import JobStore
 from .urls import BadURL, canonicalize, hostname, origin
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class _Outcome:
     host_pause: float | None = None
     host_failed: bool = False
     latency: float | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -111,12 +113,18 @@ class Crawler:
         self.scheduler: Scheduler | None = None
         self.robots: dict[str, RobotsPolicy] = {}  # origin -> rules
         self.client: Client | None = None
+        self.store: JobStore | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
     def run(self) -> CrawlResult:
         settings = self.settings
         start_requests = self._start_requests()
+        if settings.frontier.jobdir:
+            self.store = JobStore(settings.frontier.jobdir, self.spider)
+            if self.store.resumed:
+                self.stats.restore(self.store.load_stats())
+                log.info("resuming the crawl in %s", settings.frontier.jobdir)
         allowed = self.spider.allowed_domains
         if allowed is None:
             allowed = sorted({hostname(r.url) for r in start_requests})
@@ -136,6 +144,7 @@ class Crawler:
             autothrottle_target=settings.crawl.autothrottle_target
             if settings.crawl.autothrottle else 0.0,
             autothrottle_max_delay=settings.crawl.autothrottle_max_delay,
+            store=self.store,
         )
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
                              retry_statuses=self._retry.statuses)
@@ -162,6 +171,11 @@ class Crawler:
                 "max_pages" if self.scheduler.budget_exhausted else "finished"
             )
             self._finalise_outputs()
+            if self.store is not None:
+                stats_so_far = self.stats.snapshot()
+                self.store.save_stats(stats_so_far,
+                                      finished=reason == "finished")
+                self.store.close()
             try:
                 self.spider.closed(reason)
             except Exception:
@@ -253,6 +267,8 @@ class Crawler:
 
     def _report_progress(self) -> None:
         snapshot = self.progress()
+        if self.store is not None:
+            self.store.save_stats(self.stats.snapshot())  # a checkpoint for a resumed run
         if self.on_progress is not None:
             try:
                 self.on_progress(snapshot)
@@ -307,7 +323,11 @@ class Crawler:
     def _finalise_outputs(self) -> None:
         for output in self.outputs:
             try:
-                output.finalise()
+                if self.store is not None:
+                    self.store.export(output.target, output.write_and_finalise,
+                                      output.final_exists)
+                else:
+                    output.finalise()
             except OSError as exc:
                 log.error("cannot finalise output %s: %s", output.target, exc)
                 self._finish_reason = "error"
@@ -335,11 +355,20 @@ class Crawler:
             log.exception("internal error processing %s", request.url)
             self.stats.add_failure("internal_error")
         finally:
-            # New requests first, so the crawl cannot look finished in between.
-            self.scheduler.add(outcome.children)
-            self.scheduler.finish(request, retry=outcome.retry, retry_at=outcome.retry_at,
+            store = self.store
+            if store is None:
+                self._emit(outcome.items)
+            # Children, items and the ack go together (one transaction with a jobdir).
+            self.scheduler.finish(request, children=outcome.children,
+                                  items=outcome.items if store is not None else None,
+                                  retry=outcome.retry, retry_at=outcome.retry_at,
                                   host_pause=outcome.host_pause,
                                   host_failed=outcome.host_failed, latency=outcome.latency)
+            if store is not None and outcome.items:
+                self.stats.inc("items", len(outcome.items))
+                if self.collect_items:
+                    with self._items_lock:
+                        self.items.extend(outcome.items)
 
     def _handle(self, request: Request, outcome: _Outcome) -> None:
         assert self.client is not None
@@ -473,7 +502,7 @@ class Crawler:
         self.stats.inc("redirects")
         outcome.children.append(request.replace(
             url=target, redirect_chain=chain, attempt=1, headers=headers, method=method,
-            body=body))
+            body=body, store_id=None))
 
     def _fail(self, request: Request, reason: str, exc: BaseException, outcome: _Outcome,
               response: Response | None = None) -> None:
@@ -497,7 +526,7 @@ class Crawler:
                     value.depth = depth
                     outcome.children.append(value)
                 elif value is not None:
-                    self._process_item(value)
+                    self._process_item(value, outcome)
         except CloseSpider as exc:
             log.info("spider asked to close: %s", exc.reason)
             self.halt(exc.reason, cancel=False)
@@ -510,7 +539,7 @@ class Crawler:
                 self._run_callback(request.errback, failure, request, outcome,
                                    count_page=False)
 
-    def _process_item(self, value: Any) -> None:
+    def _process_item(self, value: Any, outcome: _Outcome) -> None:
         if not is_item(value):
             self.stats.inc("items_invalid")
             log.warning("callback yielded %s, which is neither a Request nor an item",
@@ -536,12 +565,17 @@ class Crawler:
             self.stats.inc("pipeline_errors")
             log.exception("pipeline raised; item dropped")
             return
-        written = True
-        for output in self.outputs:
-            written = output.write(item) and written
-        if not written:
-            return  # outputs already finalised (hard stop): the item came too late
-        self.stats.inc("items")
-        if self.collect_items:
-            with self._items_lock:
-                self.items.append(item)
+        outcome.items.append(item)
+
+    def _emit(self, items: list[dict[str, Any]]) -> None:
+        """Memory frontier: write items straight to the outputs."""
+        for item in items:
+            written = True
+            for output in self.outputs:
+                written = output.write(item) and written
+            if not written:
+                return  # outputs already finalised (hard stop): the items came too late
+            self.stats.inc("items")
+            if self.collect_items:
+                with self._items_lock:
+                    self.items.append(item)

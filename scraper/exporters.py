@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +40,7 @@ class Exporter:
             self.format = "jsonl"
             self.path: Path | None = None
             self._file: IO[str] = sys.stdout
+            self._opened = True
             return
         self.path = Path(target)
         suffix = self.path.suffix.lower()
@@ -51,9 +53,15 @@ class Exporter:
         self.part = self.path.with_name(self.path.name + ".part")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.part, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"-o {target}: cannot write: {exc.strerror or exc}") from exc
+        if not os.access(self.path.parent, os.W_OK):
+            raise ConfigError(f"-o {target}: cannot write: directory not writable")
+        self._opened = False  # the .part file is created by the first write
+
+    def _open(self) -> None:
+        self._file = open(self.part, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self._opened = True
         if self.format == "json":
             self._file.write("[")
 
@@ -62,6 +70,8 @@ class Exporter:
         with self._lock:
             if self._closed:
                 return False
+            if not self._opened:
+                self._open()
             if self.format == "jsonl":
                 self._file.write(_json(item) + "\n")
             elif self.format == "json":
@@ -82,6 +92,19 @@ class Exporter:
                for k, v in item.items()}
         self._csv.writerow(row)
 
+    def final_exists(self) -> bool:
+        return self.path is not None and self.path.exists()
+
+    def write_and_finalise(self, items: Iterable[dict[str, Any]], keep_existing: bool) -> None:
+        """Write `items` and finalise; with `keep_existing`, the items already in the final
+        file (an earlier export of the same job) are carried over first."""
+        if keep_existing and self.path is not None and self.path.exists():
+            for item in read_items(self.path, self.format):
+                self.write(item)
+        for item in items:
+            self.write(item)
+        self.finalise()
+
     def finalise(self) -> None:
         """Flush, fsync and rename `.part` to the final name. Idempotent."""
         with self._lock:
@@ -91,12 +114,27 @@ class Exporter:
             if self.path is None:
                 self._file.flush()
                 return
+            if not self._opened:
+                self._open()
             if self.format == "json":
                 self._file.write("\n]\n" if self.count else "]\n")
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self.part, self.path)
+
+
+def read_items(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    """The items of an output file written by an Exporter."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        if fmt == "jsonl":
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+        elif fmt == "csv":
+            yield from csv.DictReader(handle)
+        else:
+            yield from json.load(handle)
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

@@ -28,6 +28,7 @@ class Request:
         "method",
         "priority",
         "redirect_chain",
+        "store_id",
         "url",
     )
 
@@ -57,6 +58,7 @@ class Request:
         self.depth = 0
         self.attempt = 1
         self.redirect_chain: tuple[str, ...] = ()
+        self.store_id: int | None = None  # the row of a durable frontier (--jobdir)
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed (redirects, retries)."""

@@ -17,15 +17,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 from .request import Request
 from .stats import Stats
+from .store import JobStore, fingerprint
 from .urls import BadURL, canonicalize, host_allowed, hostname, looks_like_trap, origin
 
 log = logging.getLogger(__name__)
 
 
 ROBOTS_META = "_robots"
+STORE_LOW_WATER = 1000  # a durable frontier's requests held in memory: refilled below this
+STORE_BATCH = 1000
 
 
 class _Host:
@@ -63,6 +67,7 @@ class Scheduler:
         max_repeated_segments: int = 0,
         autothrottle_target: float = 0.0,
         autothrottle_max_delay: float = 60.0,
+        store: JobStore | None = None,
     ) -> None:
         self._stats = stats
         self._per_host = per_host
@@ -78,6 +83,7 @@ class Scheduler:
         self._max_repeated_segments = max_repeated_segments
         self._throttle_target = autothrottle_target
         self._throttle_max = autothrottle_max_delay
+        self._store = store
         self._cond = threading.Condition(threading.Lock())
         self._hosts: dict[str, _Host] = {}
         self._ready: deque[_Host] = deque()
@@ -109,8 +115,7 @@ class Scheduler:
             return "filtered_depth"
         return None
 
-    def add(self, requests: Iterable[Request]) -> int:
-        """Queue new requests (dedup, offsite, depth); returns how many were queued."""
+    def _accept(self, requests: Iterable[Request]) -> list[Request]:
         accepted = []
         for request in requests:
             reason = self._check(request)
@@ -118,32 +123,51 @@ class Scheduler:
                 accepted.append(request)
             else:
                 self._stats.inc(reason)
+        return accepted
+
+    def add(self, requests: Iterable[Request]) -> int:
+        """Queue new requests (dedup, offsite, depth); returns how many were queued."""
+        accepted = self._accept(requests)
         if not accepted:
             return 0
-        queued = 0
-        duplicates = 0
-        with self._cond:
-            if self._stopped:
-                return 0
-            seen = self._seen
-            for request in accepted:
-                key = request.url if request.method == "GET" else self._key(request)
-                if key in seen and not request.dont_filter:
-                    duplicates += 1
-                    continue
-                seen.add(key)
-                self._enqueue(request)
-                queued += 1
-            if queued:
+        if self._store is not None:
+            queued, duplicates = self._store.add(accepted)
+            with self._cond:
+                self._refill()
                 self._cond.notify(queued)
+        else:
+            with self._cond:
+                queued, duplicates = self._add_in_memory(accepted)
         if duplicates:
             self._stats.inc("filtered_duplicate", duplicates)
         return queued
 
-    @staticmethod
-    def _key(request: Request) -> str:
-        body = request.body or b""
-        return f"{request.method} {request.url} {hash(body)}"
+    def _add_in_memory(self, accepted: list[Request]) -> tuple[int, int]:
+        if self._stopped:
+            return 0, 0
+        queued = duplicates = 0
+        seen = self._seen
+        for request in accepted:
+            key = request.url if request.method == "GET" and not request.body \
+                else fingerprint(request)
+            if key in seen and not request.dont_filter:
+                duplicates += 1
+                continue
+            seen.add(key)
+            self._enqueue(request)
+            queued += 1
+        if queued:
+            self._cond.notify(queued)
+        return queued, duplicates
+
+    def _refill(self) -> None:
+        """Durable frontier: keep a bounded window of its requests in memory."""
+        if self._store is None or self._stopped:
+            return
+        if self._queued + len(self._delayed) >= STORE_LOW_WATER:
+            return
+        for request in self._store.take(STORE_BATCH):
+            self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
         key = origin(request.url)
@@ -189,6 +213,8 @@ class Scheduler:
                     return None
                 now = time.monotonic()
                 self._promote(now)
+                if not self._ready:
+                    self._refill()
                 if self._ready and self._budget != 0:
                     return self._take(self._ready.popleft(), now)
                 if self._in_flight == 0 and (
@@ -240,6 +266,8 @@ class Scheduler:
         self,
         request: Request,
         *,
+        children: Iterable[Request] = (),
+        items: list[dict[str, Any]] | None = None,
         retry: Request | None = None,
         retry_at: float = 0.0,
         host_pause: float | None = None,
@@ -251,9 +279,17 @@ class Scheduler:
         `host_failed`: the exchange failed in a way that blames the host (connection,
         timeout, retryable status). From the second failure in a row the host is paused
         for `retry.backoff` doubling up to `retry.max_backoff`; a success resets it.
+        With a durable frontier the request's children, `items` and its ack (or retry)
+        are committed in one transaction first.
         """
         key = origin(request.url)
+        accepted = self._accept(children)
+        duplicates = 0
+        if self._store is not None:
+            _, duplicates = self._store.commit(request, accepted, items or [], retry)
         with self._cond:
+            if self._store is None and accepted:
+                _, duplicates = self._add_in_memory(accepted)
             host = self._hosts[key]
             host.active -= 1
             self._in_flight -= 1
@@ -273,10 +309,13 @@ class Scheduler:
                 heapq.heappush(self._delayed, (retry_at, next(self._seq), retry))
             if not host.scheduled and self._eligible(host):
                 self._schedule(host, now)
+            self._refill()
             if self._in_flight == 0 or retry is not None:
                 self._cond.notify_all()  # the crawl may be over, or a wait time changed
             else:
                 self._cond.notify()
+        if duplicates:
+            self._stats.inc("filtered_duplicate", duplicates)
 
     def stop(self) -> None:
         """Hand out nothing more; blocked workers return None."""

@@ -89,6 +89,7 @@ class RetrySettings(_Section):
 
 class FrontierSettings(_Section):
     backend: str = "memory"
+    jobdir: str = ""
 
 
 class Settings(_Section):

@@ -52,6 +52,16 @@ class Stats:
             self._counts["failed"] += 1
             self.failed_reasons[reason] += 1
 
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a saved snapshot (a resumed crawl)."""
+        with self._lock:
+            for name in COUNTERS:
+                if isinstance(saved.get(name), int):
+                    self._counts[name] = saved[name]
+            self.status_counts.update({int(k): v for k, v in
+                                       saved.get("status_counts", {}).items()})
+            self.failed_reasons.update(saved.get("failed_reasons", {}))
+
     def get(self, name: str) -> int:
         with self._lock:
             return self._counts[name]

@@ -1,0 +1,329 @@
+"""Durable crawl state in SQLite (WAL): the frontier, the seen set, items and stats.
+
+A request row is *taken* when the scheduler loads it into memory, and is deleted only in
+the transaction that commits its results: the new requests it led to and the items it
+produced. A crash (even `kill -9`) loses nothing: on open, taken rows go back to the
+queue, and a request whose results were not committed runs again, so every item is
+committed exactly once. Items are exported from here when the crawl ends, in two
+phases (recorded, written and renamed, then marked), so that an export cut short is
+redone and an export that completed is never repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .request import Request
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    priority INTEGER NOT NULL,
+    taken INTEGER NOT NULL DEFAULT 0,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_queue ON requests (taken, priority DESC, id);
+CREATE TABLE IF NOT EXISTS seen (fingerprint TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY, target TEXT NOT NULL, first_item INTEGER NOT NULL,
+    last_item INTEGER NOT NULL, crawl INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS http_cache (
+    url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, children TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS item_fingerprints (fingerprint TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+def fingerprint(request: Request) -> str:
+    """The dedup key: the canonical URL for GET, else method, URL and a body digest."""
+    if request.method == "GET" and not request.body:
+        return request.url
+    digest = hashlib.sha1(request.body or b"").hexdigest()
+    return f"{request.method} {request.url} {digest}"
+
+
+def _callback_name(spider: Any, callback: Any, what: str, url: str) -> str | None:
+    if callback is None:
+        return None
+    name = getattr(callback, "__name__", None)
+    if name is None or getattr(spider, name, None) != callback:
+        raise ConfigError(
+            f"with a jobdir, a request's {what} must be a method of the spider "
+            f"(got {callback!r} for {url})"
+        )
+    return str(name)
+
+
+def dump_request(spider: Any, request: Request) -> str:
+    try:
+        return json.dumps({
+            "url": request.url,
+            "method": request.method,
+            "headers": request.headers,
+            "body": request.body.decode("latin-1") if request.body else None,
+            "priority": request.priority,
+            "meta": request.meta,
+            "dont_filter": request.dont_filter,
+            "callback": _callback_name(spider, request.callback, "callback", request.url),
+            "errback": _callback_name(spider, request.errback, "errback", request.url),
+            "depth": request.depth,
+            "attempt": request.attempt,
+            "redirect_chain": request.redirect_chain,
+        })
+    except TypeError as exc:
+        raise ConfigError(f"with a jobdir, request meta must be JSON: {exc} ({request.url})") \
+            from None
+
+
+def load_request(spider: Any, payload: str, row_id: int) -> Request:
+    data = json.loads(payload)
+    request = Request(
+        data["url"],
+        callback=getattr(spider, data["callback"]) if data["callback"] else None,
+        method=data["method"],
+        headers=data["headers"],
+        body=data["body"].encode("latin-1") if data["body"] is not None else None,
+        priority=data["priority"],
+        meta=data["meta"],
+        dont_filter=data["dont_filter"],
+        errback=getattr(spider, data["errback"]) if data["errback"] else None,
+    )
+    request.depth = data["depth"]
+    request.attempt = data["attempt"]
+    request.redirect_chain = tuple(data["redirect_chain"])
+    request.store_id = row_id
+    return request
+
+
+class JobStore:
+    """One crawl's durable state. Thread-safe: one connection, one lock."""
+
+    def __init__(self, directory: str | Path, spider: Any) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"jobdir {directory}: cannot create: {exc.strerror or exc}") \
+                from exc
+        self.path = self.directory / "state.sqlite"
+        self.spider = spider
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        name = self._get_state("spider")
+        if name is not None and name != spider.name:
+            raise ConfigError(f"jobdir {directory} belongs to spider {name!r}, not "
+                              f"{spider.name!r}")
+        self.resumed = False
+        with self._transaction():
+            self._set_state("spider", spider.name)
+            self.crawl = int(self._get_state("crawl") or 1)
+            if self._get_state("finished") == "1":
+                # The last crawl ended: start a new one, keeping incremental caches.
+                self._db.execute("DELETE FROM requests")
+                self._db.execute("DELETE FROM seen")
+                self._db.execute("DELETE FROM state WHERE key IN ('finished', 'stats')")
+                self.crawl += 1
+            else:
+                taken = self._db.execute("UPDATE requests SET taken = 0 WHERE taken = 1")
+                queued = self._db.execute("SELECT count(*) FROM requests").fetchone()[0]
+                self.resumed = queued > 0 or taken.rowcount > 0
+            self._set_state("crawl", str(self.crawl))
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    def _get_state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_state(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- frontier ------------------------------------------------------------------------
+
+    def _insert_new(self, requests: Iterable[Request]) -> tuple[int, int]:
+        queued = duplicates = 0
+        for request in requests:
+            if not request.dont_filter:
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO seen (fingerprint) VALUES (?)",
+                    (fingerprint(request),),
+                ).rowcount
+                if not inserted:
+                    duplicates += 1
+                    continue
+            self._db.execute("INSERT INTO requests (priority, payload) VALUES (?, ?)",
+                             (request.priority, dump_request(self.spider, request)))
+            queued += 1
+        return queued, duplicates
+
+    def add(self, requests: list[Request]) -> tuple[int, int]:
+        """Queue requests not seen before; returns (queued, duplicates)."""
+        with self._transaction():
+            return self._insert_new(requests)
+
+    def take(self, limit: int) -> list[Request]:
+        """Up to `limit` queued requests, highest priority first, marked taken."""
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT id, payload FROM requests WHERE taken = 0 "
+                "ORDER BY priority DESC, id LIMIT ?", (limit,)).fetchall()
+            if rows:
+                self._db.executemany("UPDATE requests SET taken = 1 WHERE id = ?",
+                                     [(row[0],) for row in rows])
+        return [load_request(self.spider, payload, row_id) for row_id, payload in rows]
+
+    def queued(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM requests").fetchone()[0])
+
+    def commit(self, request: Request, children: list[Request], items: list[dict[str, Any]],
+               retry: Request | None) -> tuple[int, int]:
+        """Atomically: queue the children, keep the items, and ack the request (or keep it,
+        updated, when it is to be retried). Returns (queued, duplicates)."""
+        with self._transaction():
+            counts = self._insert_new(children)
+            if items:
+                self._db.executemany("INSERT INTO items (data) VALUES (?)",
+                                     [(json.dumps(item, default=str),) for item in items])
+            if request.store_id is not None:
+                if retry is None:
+                    self._db.execute("DELETE FROM requests WHERE id = ?", (request.store_id,))
+                else:
+                    self._db.execute("UPDATE requests SET payload = ? WHERE id = ?",
+                                     (dump_request(self.spider, retry), request.store_id))
+        return counts
+
+    # -- stats and completion ------------------------------------------------------------
+
+    def load_stats(self) -> dict[str, Any]:
+        with self._lock:
+            value = self._get_state("stats")
+        return json.loads(value) if value else {}
+
+    def save_stats(self, stats: dict[str, Any], *, finished: bool = False) -> None:
+        with self._transaction():
+            self._set_state("stats", json.dumps(stats, default=str))
+            if finished:
+                self._set_state("finished", "1")
+
+    # -- incremental crawls --------------------------------------------------------------
+
+    def validators(self, url: str) -> tuple[str | None, str | None, list[Request]]:
+        """(ETag, Last-Modified, the requests the page led to last time) for `url`."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT etag, last_modified, children FROM http_cache WHERE url = ?", (url,)
+            ).fetchone()
+        if row is None:
+            return None, None, []
+        children = [load_request(self.spider, payload, None) for payload in
+                    json.loads(row[2] or "[]")]  # type: ignore[arg-type]
+        for child in children:
+            child.store_id = None
+        return row[0], row[1], children
+
+    def remember(self, url: str, etag: str | None, last_modified: str | None,
+                 children: list[Request]) -> None:
+        payload = json.dumps([dump_request(self.spider, child) for child in children])
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO http_cache (url, etag, last_modified, children) "
+                "VALUES (?, ?, ?, ?)", (url, etag, last_modified, payload))
+
+    def item_is_new(self, item_fingerprint: str) -> bool:
+        """Record an item's fingerprint; False when an identical item was seen before."""
+        with self._transaction():
+            return bool(self._db.execute(
+                "INSERT OR IGNORE INTO item_fingerprints (fingerprint) VALUES (?)",
+                (item_fingerprint,)).rowcount)
+
+    # -- export --------------------------------------------------------------------------
+
+    def export(self, target: str, write: Callable[[Iterator[dict[str, Any]], bool], None],
+               exists: Callable[[], bool]) -> int:
+        """Export the items not exported yet through `write(items, keep_existing)`, which
+        writes and renames; `keep_existing` when an earlier export went to the same target
+        (its file's items are carried over, so that the file stays complete).
+
+        An export recorded but not marked done is redone (the rename may not have
+        happened), unless its file exists, which means it completed.
+        """
+        with self._transaction():
+            unfinished = self._db.execute(
+                "SELECT id, first_item, last_item FROM exports WHERE done = 0 AND target = ?",
+                (target,)).fetchone()
+            if unfinished and exists():
+                self._db.execute("UPDATE exports SET done = 1 WHERE id = ?", (unfinished[0],))
+                unfinished = None
+            if unfinished is None:
+                start = self._db.execute(
+                    "SELECT coalesce(max(last_item), 0) FROM exports WHERE done = 1"
+                ).fetchone()[0] + 1
+                last = self._db.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0]
+                export_id = self._db.execute(
+                    "INSERT INTO exports (target, first_item, last_item, crawl) "
+                    "VALUES (?, ?, ?, ?)", (target, start, last, self.crawl)).lastrowid
+            else:
+                export_id, start, last = unfinished
+            keep_existing = self._db.execute(
+                "SELECT count(*) FROM exports WHERE done = 1 AND target = ? AND crawl = ?",
+                (target, self.crawl)).fetchone()[0] > 0
+        write(self._items(start, last), keep_existing)
+        with self._transaction():
+            self._db.execute("UPDATE exports SET done = 1 WHERE id = ?", (export_id,))
+        return int(last - start + 1) if last >= start else 0
+
+    def _items(self, first: int, last: int) -> Iterator[dict[str, Any]]:
+        cursor = first
+        while cursor <= last:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, data FROM items WHERE id BETWEEN ? AND ? ORDER BY id LIMIT 1000",
+                    (cursor, last)).fetchall()
+            if not rows:
+                return
+            for _, data in rows:
+                yield json.loads(data)
+            cursor = rows[-1][0] + 1
+
+
+class _Transaction:
+    """`with store._transaction():` BEGIN IMMEDIATE ... COMMIT under the store's lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()
