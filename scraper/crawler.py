@@ -324,8 +324,7 @@ class Crawler:
         for output in self.outputs:
             try:
                 if self.store is not None:
-                    self.store.export(output.target, output.write_and_finalise,
-                                      output.final_exists)
+                    self.store.export(output.target, output.write_and_finalise)
                 else:
                     output.finalise()
             except OSError as exc:
@@ -359,11 +358,17 @@ class Crawler:
             if store is None:
                 self._emit(outcome.items)
             # Children, items and the ack go together (one transaction with a jobdir).
-            self.scheduler.finish(request, children=outcome.children,
-                                  items=outcome.items if store is not None else None,
-                                  retry=outcome.retry, retry_at=outcome.retry_at,
-                                  host_pause=outcome.host_pause,
-                                  host_failed=outcome.host_failed, latency=outcome.latency)
+            try:
+                self.scheduler.finish(request, children=outcome.children,
+                                      items=outcome.items if store is not None else None,
+                                      retry=outcome.retry, retry_at=outcome.retry_at,
+                                      host_pause=outcome.host_pause,
+                                      host_failed=outcome.host_failed,
+                                      latency=outcome.latency)
+            except Exception:  # e.g. the disk is full: the request stays unacknowledged
+                log.exception("cannot record the results of %s", request.url)
+                self.stats.add_failure("internal_error")
+                self.scheduler.finish(request, commit=False)
             if store is not None and outcome.items:
                 self.stats.inc("items", len(outcome.items))
                 if self.collect_items:
@@ -524,6 +529,8 @@ class Crawler:
             for value in outputs if isinstance(outputs, Iterable) else ():
                 if isinstance(value, Request):
                     value.depth = depth
+                    if self.store is not None:
+                        self.store.check(value)  # fail here, in the callback, if unstorable
                     outcome.children.append(value)
                 elif value is not None:
                     self._process_item(value, outcome)

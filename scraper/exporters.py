@@ -92,9 +92,6 @@ class Exporter:
                for k, v in item.items()}
         self._csv.writerow(row)
 
-    def final_exists(self) -> bool:
-        return self.path is not None and self.path.exists()
-
     def write_and_finalise(self, items: Iterable[dict[str, Any]], keep_existing: bool) -> None:
         """Write `items` and finalise; with `keep_existing`, the items already in the final
         file (an earlier export of the same job) are carried over first."""
@@ -104,6 +101,13 @@ class Exporter:
         for item in items:
             self.write(item)
         self.finalise()
+
+    def abort(self) -> None:
+        """Close without finalising: the `.part` file stays, the final file is untouched."""
+        with self._lock:
+            self._closed = True
+            if self._opened and self.path is not None:
+                self._file.close()
 
     def finalise(self) -> None:
         """Flush, fsync and rename `.part` to the final name. Idempotent."""

@@ -273,6 +273,7 @@ class Scheduler:
         host_pause: float | None = None,
         host_failed: bool = False,
         latency: float | None = None,
+        commit: bool = True,
     ) -> None:
         """Release the request's slot; optionally queue its retry and pause its host.
 
@@ -280,12 +281,12 @@ class Scheduler:
         timeout, retryable status). From the second failure in a row the host is paused
         for `retry.backoff` doubling up to `retry.max_backoff`; a success resets it.
         With a durable frontier the request's children, `items` and its ack (or retry)
-        are committed in one transaction first.
+        are committed in one transaction first; `commit=False` only frees the slot.
         """
         key = origin(request.url)
         accepted = self._accept(children)
         duplicates = 0
-        if self._store is not None:
+        if self._store is not None and commit:
             _, duplicates = self._store.commit(request, accepted, items or [], retry)
         with self._cond:
             if self._store is None and accepted:

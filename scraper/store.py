@@ -181,6 +181,10 @@ class JobStore:
         with self._transaction():
             return self._insert_new(requests)
 
+    def check(self, request: Request) -> None:
+        """Raise ConfigError now if the request could not be stored."""
+        dump_request(self.spider, request)
+
     def take(self, limit: int) -> list[Request]:
         """Up to `limit` queued requests, highest priority first, marked taken."""
         with self._transaction():
@@ -259,39 +263,37 @@ class JobStore:
 
     # -- export --------------------------------------------------------------------------
 
-    def export(self, target: str, write: Callable[[Iterator[dict[str, Any]], bool], None],
-               exists: Callable[[], bool]) -> int:
+    def export(self, target: str, write: Callable[[Iterator[dict[str, Any]], bool], None]) -> int:
         """Export the items not exported yet through `write(items, keep_existing)`, which
-        writes and renames; `keep_existing` when an earlier export went to the same target
-        (its file's items are carried over, so that the file stays complete).
+        writes a temporary file and renames it to `target`; `keep_existing` when an earlier
+        export of this crawl went to the same target (its items are carried over, so that
+        the file stays complete). Returns how many new items were written.
 
-        An export recorded but not marked done is redone (the rename may not have
-        happened), unless its file exists, which means it completed.
+        An export is recorded before it is written and marked done after the rename. One
+        left unmarked by a crash counts as done if its file exists (the rename happened);
+        otherwise its items are exported again, now.
         """
         with self._transaction():
-            unfinished = self._db.execute(
-                "SELECT id, first_item, last_item FROM exports WHERE done = 0 AND target = ?",
-                (target,)).fetchone()
-            if unfinished and exists():
-                self._db.execute("UPDATE exports SET done = 1 WHERE id = ?", (unfinished[0],))
-                unfinished = None
-            if unfinished is None:
-                start = self._db.execute(
-                    "SELECT coalesce(max(last_item), 0) FROM exports WHERE done = 1"
-                ).fetchone()[0] + 1
-                last = self._db.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0]
-                export_id = self._db.execute(
-                    "INSERT INTO exports (target, first_item, last_item, crawl) "
-                    "VALUES (?, ?, ?, ?)", (target, start, last, self.crawl)).lastrowid
-            else:
-                export_id, start, last = unfinished
+            for export_id, old_target in self._db.execute(
+                    "SELECT id, target FROM exports WHERE done = 0").fetchall():
+                if old_target != "-" and Path(old_target).exists():
+                    self._db.execute("UPDATE exports SET done = 1 WHERE id = ?", (export_id,))
+                else:
+                    self._db.execute("DELETE FROM exports WHERE id = ?", (export_id,))
+            start = self._db.execute(
+                "SELECT coalesce(max(last_item), 0) FROM exports WHERE done = 1"
+            ).fetchone()[0] + 1
+            last = self._db.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0]
             keep_existing = self._db.execute(
                 "SELECT count(*) FROM exports WHERE done = 1 AND target = ? AND crawl = ?",
                 (target, self.crawl)).fetchone()[0] > 0
+            export_id = self._db.execute(
+                "INSERT INTO exports (target, first_item, last_item, crawl) VALUES (?, ?, ?, ?)",
+                (target, start, max(last, start - 1), self.crawl)).lastrowid
         write(self._items(start, last), keep_existing)
         with self._transaction():
             self._db.execute("UPDATE exports SET done = 1 WHERE id = ?", (export_id,))
-        return int(last - start + 1) if last >= start else 0
+        return max(0, last - start + 1)
 
     def _items(self, first: int, last: int) -> Iterator[dict[str, Any]]:
         cursor = first
