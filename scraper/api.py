@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .crawler import Crawler, CrawlResult
 from .errors import ConfigError
 from .exporters import Exporter
+from .jobs import append_history, get_job, job_lock, job_overrides, load_jobs, run_record
 from .loader import find_spider
 from .settings import LoadedSettings, load
 from .spider import Spider
@@ -45,6 +48,37 @@ def prepare(
     except TypeError as exc:
         raise ConfigError(f"spider {spider_cls.name!r}: bad spider arguments: {exc}") from None
     return instance, loaded
+
+
+def settings_path(settings_file: str | Path | None) -> Path | None:
+    if settings_file is not None:
+        return Path(settings_file)
+    return Path("settings.toml") if Path("settings.toml").is_file() else None
+
+
+def run_job(name: str, *, settings_file: str | Path | None = None,
+            handle_signals: bool = False, **crawler_options: Any) -> CrawlResult:
+    """One run of `[jobs.NAME]`: under its lock (JobLocked when another run holds it),
+    resuming its durable state, writing its output atomically, recording its history."""
+    path = settings_path(settings_file)
+    job = get_job(load_jobs(load(path), path), name)
+    with job_lock(job):
+        started = time.time()
+        output = job.output_path(datetime.now())
+        try:
+            instance, loaded = prepare(job.spec.spider, settings_file=path,
+                                       settings=job_overrides(job),
+                                       spider_args=job.spec.args)
+            outputs = [Exporter(output)] if output else []
+            result = Crawler(instance, loaded.settings, outputs=outputs,
+                             handle_signals=handle_signals, **crawler_options).run()
+        except ConfigError as exc:
+            append_history(job, run_record(job, started, time.time(), 2, output, None,
+                                           str(exc)))
+            raise
+        append_history(job, run_record(job, started, time.time(), result.exit_code, output,
+                                       result.stats))
+        return result
 
 
 def crawl(

@@ -120,8 +120,12 @@ class Crawler:
     def run(self) -> CrawlResult:
         settings = self.settings
         start_requests = self._start_requests()
+        if settings.frontier.incremental and not settings.frontier.jobdir:
+            raise ConfigError("frontier.incremental needs a jobdir (--jobdir or "
+                              "frontier.jobdir) to remember what was seen")
         if settings.frontier.jobdir:
-            self.store = JobStore(settings.frontier.jobdir, self.spider)
+            self.store = JobStore(settings.frontier.jobdir, self.spider,
+                                  incremental=settings.frontier.incremental)
             if self.store.resumed:
                 self.stats.restore(self.store.load_stats())
                 log.info("resuming the crawl in %s", settings.frontier.jobdir)
@@ -359,7 +363,7 @@ class Crawler:
                 self._emit(outcome.items)
             # Children, items and the ack go together (one transaction with a jobdir).
             try:
-                self.scheduler.finish(request, children=outcome.children,
+                kept = self.scheduler.finish(request, children=outcome.children,
                                       items=outcome.items if store is not None else None,
                                       retry=outcome.retry, retry_at=outcome.retry_at,
                                       host_pause=outcome.host_pause,
@@ -368,12 +372,13 @@ class Crawler:
             except Exception:  # e.g. the disk is full: the request stays unacknowledged
                 log.exception("cannot record the results of %s", request.url)
                 self.stats.add_failure("internal_error")
-                self.scheduler.finish(request, commit=False)
+                kept = self.scheduler.finish(request, commit=False)
             if store is not None and outcome.items:
-                self.stats.inc("items", len(outcome.items))
+                self.stats.inc("items", len(kept))
+                self.stats.inc("items_unchanged", len(outcome.items) - len(kept))
                 if self.collect_items:
                     with self._items_lock:
-                        self.items.extend(outcome.items)
+                        self.items.extend(kept)
 
     def _handle(self, request: Request, outcome: _Outcome) -> None:
         assert self.client is not None
@@ -383,14 +388,22 @@ class Crawler:
                 return
             if not self._robots_allow(request, outcome):
                 return
+        headers, cached_children = request.headers, None
+        if self.store is not None and self.store.incremental and request.method == "GET":
+            headers, cached_children = self._conditional(request)
         try:
-            result = self.client.fetch(request.method, request.url, request.headers,
-                                       request.body)
+            result = self.client.fetch(request.method, request.url, headers, request.body)
         except FetchError as exc:
             self._fetch_failed(request, exc, outcome)
             return
         outcome.latency = result.elapsed
         status = result.status
+        if status == 304 and cached_children is not None:
+            self.stats.inc("not_modified")  # unchanged: not parsed; its links still followed
+            for child in cached_children:
+                child.depth = request.depth + 1
+            outcome.children.extend(cached_children)
+            return
         if status in REDIRECT_STATUSES and "location" in result.headers \
                 and not request.meta.get("dont_redirect"):
             self._redirect(request, result, outcome)
@@ -401,6 +414,23 @@ class Crawler:
                        response)
             return
         self._run_callback(request.callback or self.spider.parse, response, request, outcome)
+        if self.store is not None and self.store.incremental and request.method == "GET":
+            self.store.remember(request.url, result.headers.get("etag"),
+                                result.headers.get("last-modified"), outcome.children)
+
+    def _conditional(self, request: Request) -> tuple[dict[str, str] | None, list[Request] | None]:
+        """Incremental: validators from the last run as If-None-Match / If-Modified-Since,
+        and the requests the page led to then (followed again on a 304)."""
+        assert self.store is not None
+        etag, modified, children = self.store.validators(request.url)
+        if not etag and not modified:
+            return request.headers, None
+        headers = dict(request.headers or {})
+        if etag:
+            headers["If-None-Match"] = etag
+        if modified:
+            headers["If-Modified-Since"] = modified
+        return headers, children
 
     def _robots_allow(self, request: Request, outcome: _Outcome) -> bool:
         """Check robots.txt; a disallowed request is filtered (or fails, when robots.txt

@@ -274,7 +274,7 @@ class Scheduler:
         host_failed: bool = False,
         latency: float | None = None,
         commit: bool = True,
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Release the request's slot; optionally queue its retry and pause its host.
 
         `host_failed`: the exchange failed in a way that blames the host (connection,
@@ -282,12 +282,14 @@ class Scheduler:
         for `retry.backoff` doubling up to `retry.max_backoff`; a success resets it.
         With a durable frontier the request's children, `items` and its ack (or retry)
         are committed in one transaction first; `commit=False` only frees the slot.
+        Returns the items the store kept (all of `items` without a store).
         """
         key = origin(request.url)
         accepted = self._accept(children)
         duplicates = 0
+        kept = items or []
         if self._store is not None and commit:
-            _, duplicates = self._store.commit(request, accepted, items or [], retry)
+            _, duplicates, kept = self._store.commit(request, accepted, kept, retry)
         with self._cond:
             if self._store is None and accepted:
                 _, duplicates = self._add_in_memory(accepted)
@@ -317,6 +319,7 @@ class Scheduler:
                 self._cond.notify()
         if duplicates:
             self._stats.inc("filtered_duplicate", duplicates)
+        return kept
 
     def stop(self) -> None:
         """Hand out nothing more; blocked workers return None."""

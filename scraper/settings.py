@@ -90,6 +90,20 @@ class RetrySettings(_Section):
 class FrontierSettings(_Section):
     backend: str = "memory"
     jobdir: str = ""
+    incremental: bool = False
+
+
+class JobSettings(_Section):
+    """One `[jobs.NAME]` table: a crawl run by cron (`scraper jobs run NAME`)."""
+
+    spider: str
+    schedule: str = ""
+    deadline: Duration = 0.0
+    output: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    incremental: bool = False
+    dir: str = ""
 
 
 class Settings(_Section):
@@ -97,7 +111,7 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings()
     retry: RetrySettings = RetrySettings()
     frontier: FrontierSettings = FrontierSettings()
-    jobs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    jobs: dict[str, JobSettings] = Field(default_factory=dict)
 
 
 def known_keys() -> list[str]:
@@ -199,8 +213,10 @@ def build(layers: Iterable[Layer]) -> LoadedSettings:
 def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"][:2])
-        source = sources.get(key, "settings")
+        depth = 3 if error["loc"][:1] == ("jobs",) else 2
+        key = ".".join(str(part) for part in error["loc"][:depth])
+        source = sources.get(key, sources.get("jobs", "settings")) if depth == 3 \
+            else sources.get(key, "settings")
         expected = error["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {key} = {error.get('input')!r}: expected {expected}")
     return "\n".join(lines)

@@ -13,6 +13,8 @@ COUNTERS = (
     "items",
     "items_dropped",
     "items_invalid",
+    "items_unchanged",
+    "not_modified",
     "failed",
     "retries",
     "stale_retries",

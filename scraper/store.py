@@ -108,8 +108,9 @@ def load_request(spider: Any, payload: str, row_id: int) -> Request:
 class JobStore:
     """One crawl's durable state. Thread-safe: one connection, one lock."""
 
-    def __init__(self, directory: str | Path, spider: Any) -> None:
+    def __init__(self, directory: str | Path, spider: Any, *, incremental: bool = False) -> None:
         self.directory = Path(directory)
+        self.incremental = incremental  # keep only items whose fingerprint is new
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -201,21 +202,28 @@ class JobStore:
             return int(self._db.execute("SELECT count(*) FROM requests").fetchone()[0])
 
     def commit(self, request: Request, children: list[Request], items: list[dict[str, Any]],
-               retry: Request | None) -> tuple[int, int]:
+               retry: Request | None) -> tuple[int, int, list[dict[str, Any]]]:
         """Atomically: queue the children, keep the items, and ack the request (or keep it,
-        updated, when it is to be retried). Returns (queued, duplicates)."""
+        updated, when it is to be retried). Incremental: an item identical to one kept by
+        an earlier run is not kept again. Returns (queued, duplicates, items kept)."""
         with self._transaction():
-            counts = self._insert_new(children)
-            if items:
-                self._db.executemany("INSERT INTO items (data) VALUES (?)",
-                                     [(json.dumps(item, default=str),) for item in items])
+            queued, duplicates = self._insert_new(children)
+            kept = []
+            for item in items:
+                data = json.dumps(item, default=str, sort_keys=True)
+                if self.incremental and not self._db.execute(
+                        "INSERT OR IGNORE INTO item_fingerprints (fingerprint) VALUES (?)",
+                        (hashlib.sha1(data.encode()).hexdigest(),)).rowcount:
+                    continue
+                kept.append(item)
+                self._db.execute("INSERT INTO items (data) VALUES (?)", (data,))
             if request.store_id is not None:
                 if retry is None:
                     self._db.execute("DELETE FROM requests WHERE id = ?", (request.store_id,))
                 else:
                     self._db.execute("UPDATE requests SET payload = ? WHERE id = ?",
                                      (dump_request(self.spider, retry), request.store_id))
-        return counts
+        return queued, duplicates, kept
 
     # -- stats and completion ------------------------------------------------------------
 
@@ -253,13 +261,6 @@ class JobStore:
             self._db.execute(
                 "INSERT OR REPLACE INTO http_cache (url, etag, last_modified, children) "
                 "VALUES (?, ?, ?, ?)", (url, etag, last_modified, payload))
-
-    def item_is_new(self, item_fingerprint: str) -> bool:
-        """Record an item's fingerprint; False when an identical item was seen before."""
-        with self._transaction():
-            return bool(self._db.execute(
-                "INSERT OR IGNORE INTO item_fingerprints (fingerprint) VALUES (?)",
-                (item_fingerprint,)).rowcount)
 
     # -- export --------------------------------------------------------------------------
 

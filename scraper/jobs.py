@@ -1,0 +1,212 @@
+"""Named jobs for cron: a lock per job, durable state, atomic output, a run history.
+
+Each job `[jobs.NAME]` has a directory (default `jobs/NAME`, relative to the settings
+file) holding `lock`, `state/` (the crawl's SQLite state: a run cut short by a crash,
+a deadline or a signal is resumed by the next run) and `history.jsonl` (one line per
+run). The lock is an `flock` on `lock`: the kernel drops it when the process dies, so a
+crashed run never blocks the next one, and an overlapping run exits at once with code 4.
+cronsim (maintained, vixie-cron compatible) evaluates schedules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cronsim import CronSim, CronSimError
+
+from .errors import ConfigError
+from .settings import JobSettings, LoadedSettings
+
+EXIT_LOCKED = 4
+
+
+class JobLocked(ConfigError):
+    """Another run of the same job holds its lock."""
+
+
+@dataclass
+class Job:
+    name: str
+    spec: JobSettings
+    directory: Path
+
+    @property
+    def history_path(self) -> Path:
+        return self.directory / "history.jsonl"
+
+    def output_path(self, when: datetime) -> str:
+        if not self.spec.output:
+            return ""
+        try:
+            return self.spec.output.format(job=self.name, date=when.strftime("%Y-%m-%d"),
+                                           time=when.strftime("%H%M%S"))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"jobs.{self.name}.output = {self.spec.output!r}: unknown placeholder {exc}; "
+                "use {job}, {date} or {time}"
+            ) from None
+
+    def next_run(self, after: datetime) -> datetime | None:
+        if not self.spec.schedule:
+            return None
+        return next(CronSim(self.spec.schedule, after))
+
+    def last_run(self) -> dict[str, Any] | None:
+        try:
+            with open(self.history_path, encoding="utf-8") as handle:
+                lines = [line for line in handle if line.strip()]
+        except FileNotFoundError:
+            return None
+        for line in reversed(lines):
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash
+                return dict(json.loads(line))
+        return None
+
+
+def load_jobs(loaded: LoadedSettings, settings_path: Path | None) -> dict[str, Job]:
+    """The jobs of the settings, with schedules checked."""
+    base = settings_path.resolve().parent if settings_path else Path.cwd()
+    jobs = {}
+    for name, spec in loaded.settings.jobs.items():
+        if spec.schedule:
+            try:
+                CronSim(spec.schedule, datetime.now())
+            except CronSimError as exc:
+                raise ConfigError(
+                    f"{loaded.sources.get('jobs', 'settings')}: jobs.{name}.schedule = "
+                    f"{spec.schedule!r}: expected a cron expression such as '30 2 * * *' "
+                    f"({exc})"
+                ) from None
+        directory = Path(spec.dir) if spec.dir else Path("jobs") / name
+        jobs[name] = Job(name, spec, directory if directory.is_absolute() else base / directory)
+    return jobs
+
+
+def get_job(jobs: dict[str, Job], name: str) -> Job:
+    if name not in jobs:
+        known = ", ".join(sorted(jobs)) or "none"
+        raise ConfigError(f"no job named {name!r} in the settings (jobs: {known})")
+    return jobs[name]
+
+
+@contextlib.contextmanager
+def job_lock(job: Job) -> Iterator[None]:
+    """Hold the job's lock, or raise JobLocked at once."""
+    job.directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(job.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise JobLocked(f"job {job.name!r} is already running (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def append_history(job: Job, record: dict[str, Any]) -> None:
+    """One JSON line per run, appended and fsynced."""
+    job.directory.mkdir(parents=True, exist_ok=True)
+    with open(job.history_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def job_overrides(job: Job) -> dict[str, Any]:
+    """The dotted settings a job's run uses: its own, its jobdir, deadline, incremental."""
+    overrides = dict(job.spec.settings)
+    overrides["frontier.jobdir"] = str(job.directory / "state")
+    if job.spec.deadline:
+        overrides["crawl.deadline"] = job.spec.deadline
+    if job.spec.incremental:
+        overrides["frontier.incremental"] = True
+    return overrides
+
+
+def crontab_lines(jobs: dict[str, Job], settings_path: Path | None) -> list[str]:
+    """Ready-to-install crontab lines: absolute paths, output appended to a log file."""
+    python = shlex.quote(sys.executable)
+    workdir = shlex.quote(str(Path.cwd()))
+    settings = f" --settings {shlex.quote(str(settings_path.resolve()))}" if settings_path \
+        else ""
+    lines = []
+    for name, job in sorted(jobs.items()):
+        if not job.spec.schedule:
+            lines.append(f"# {name}: no schedule")
+            continue
+        log_file = shlex.quote(str(job.directory / "cron.log"))
+        lines.append(f"{job.spec.schedule} cd {workdir} && {python} -m scraper jobs run "
+                     f"{shlex.quote(name)}{settings} >> {log_file} 2>&1")
+    return lines
+
+
+def serve(jobs: dict[str, Job], settings_path: Path | None, stop: threading.Event,
+          log: Any) -> None:
+    """Run the jobs on their schedules until `stop` is set; one run at a time per job.
+
+    Each run is a `scraper jobs run` subprocess, as cron would start it; a job whose
+    previous run is still going when it is due again is skipped for that time.
+    """
+    scheduled = {name: job for name, job in jobs.items() if job.spec.schedule}
+    if not scheduled:
+        raise ConfigError("no job has a schedule: nothing to serve")
+    running: dict[str, subprocess.Popen[bytes]] = {}
+    due = {name: job.next_run(datetime.now()) for name, job in scheduled.items()}
+    settings = ["--settings", str(settings_path.resolve())] if settings_path else []
+    while not stop.is_set():
+        now = datetime.now()
+        for name, when in list(due.items()):
+            if when is None or when > now:
+                continue
+            process = running.get(name)
+            if process is not None and process.poll() is None:
+                log(f"job {name}: still running from its previous time; skipped")
+            else:
+                log(f"job {name}: starting")
+                running[name] = subprocess.Popen(
+                    [sys.executable, "-m", "scraper", "jobs", "run", name, *settings])
+            due[name] = scheduled[name].next_run(now)
+        for name, process in list(running.items()):
+            if process.poll() is not None:
+                log(f"job {name}: exited with code {process.returncode}")
+                del running[name]
+        upcoming = [when for when in due.values() if when is not None]
+        wait = (min(upcoming) - datetime.now()).total_seconds() if upcoming else 60.0
+        stop.wait(max(0.05, min(wait, 1.0)) if running else max(0.05, min(wait, 60.0)))
+    for name, process in running.items():
+        log(f"job {name}: waiting for the run in progress to end")
+        process.wait()
+
+
+def run_record(job: Job, started: float, ended: float, exit_code: int, output: str,
+               stats: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "job": job.name,
+        "started": datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+        "ended": datetime.fromtimestamp(ended).isoformat(timespec="seconds"),
+        "duration_s": round(ended - started, 3),
+        "exit_code": exit_code,
+        "output": output or None,
+        "pid": os.getpid(),
+    }
+    if stats is not None:
+        record["stats"] = stats
+    if error:
+        record["error"] = error
+    return record
