@@ -47,6 +47,7 @@ SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
 CANCEL_GRACE = 1.0  # seconds given to workers to wind down after a hard stop
 LOG_INTERVAL = 10.0
 SIGNAL_POLL = 0.1  # how often the supervisor looks for signals received
+STATS_CHECKPOINT = 1.0  # with a jobdir, how often the stats are saved
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -225,6 +226,7 @@ class Crawler:
         assert self.scheduler is not None and self.client is not None
         grace = self.settings.crawl.shutdown_grace
         next_log = started + self.progress_interval
+        next_checkpoint = started + STATS_CHECKPOINT
         handled_signals = 0
         while True:
             while handled_signals < self._signals_received:
@@ -246,6 +248,9 @@ class Crawler:
             if now >= next_log:
                 self._report_progress()
                 next_log = now + self.progress_interval
+            if self.store is not None and now >= next_checkpoint:
+                self.store.save_stats(self.stats.snapshot())  # for a run resumed after a crash
+                next_checkpoint = now + STATS_CHECKPOINT
             wakeups = [next_log, now + SIGNAL_POLL]
             if deadline is not None and self._hard_stop_at is None:
                 wakeups.append(deadline)
@@ -271,8 +276,6 @@ class Crawler:
 
     def _report_progress(self) -> None:
         snapshot = self.progress()
-        if self.store is not None:
-            self.store.save_stats(self.stats.snapshot())  # a checkpoint for a resumed run
         if self.on_progress is not None:
             try:
                 self.on_progress(snapshot)

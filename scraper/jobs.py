@@ -47,16 +47,25 @@ class Job:
         return self.directory / "history.jsonl"
 
     def output_path(self, when: datetime) -> str:
+        """The output path with {job}, {date} (YYYY-MM-DD), {time} (HHMMSS) and {run}
+        (this run's number, counting the history) filled in."""
         if not self.spec.output:
             return ""
         try:
             return self.spec.output.format(job=self.name, date=when.strftime("%Y-%m-%d"),
-                                           time=when.strftime("%H%M%S"))
+                                           time=when.strftime("%H%M%S"), run=self.runs() + 1)
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(
                 f"jobs.{self.name}.output = {self.spec.output!r}: unknown placeholder {exc}; "
-                "use {job}, {date} or {time}"
+                "use {job}, {date}, {time} or {run}"
             ) from None
+
+    def runs(self) -> int:
+        try:
+            with open(self.history_path, encoding="utf-8") as handle:
+                return sum(1 for line in handle if line.strip())
+        except FileNotFoundError:
+            return 0
 
     def next_run(self, after: datetime) -> datetime | None:
         if not self.spec.schedule:
