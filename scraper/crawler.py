@@ -47,6 +47,7 @@ SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
 CANCEL_GRACE = 1.0  # seconds given to workers to wind down after a hard stop
 LOG_INTERVAL = 10.0
 SIGNAL_POLL = 0.1  # how often the supervisor looks for signals received
+ROBOTS_RETRY_AFTER = 60.0  # an unreachable robots.txt (shared frontier) is tried again after
 STATS_CHECKPOINT = 1.0  # with a jobdir, how often the stats are saved
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -113,6 +114,8 @@ class Crawler:
         self._live_lock = threading.Lock()
         self.scheduler: Scheduler | None = None
         self.robots: dict[str, RobotsPolicy] = {}  # origin -> rules
+        self._robots_lock = threading.Lock()
+        self._robots_locks: dict[str, threading.Lock] = {}
         self.client: Client | None = None
         self.store: JobStore | None = None
 
@@ -133,24 +136,7 @@ class Crawler:
         allowed = self.spider.allowed_domains
         if allowed is None:
             allowed = sorted({hostname(r.url) for r in start_requests})
-        self.scheduler = Scheduler(
-            self.stats,
-            per_host=settings.crawl.per_host,
-            delay=settings.crawl.delay,
-            allowed_domains=allowed,
-            depth_limit=settings.crawl.depth_limit,
-            max_pages=settings.crawl.max_pages,
-            host_backoff=settings.retry.backoff,
-            max_host_backoff=settings.retry.max_backoff,
-            obey_robots=settings.crawl.obey_robots,
-            sort_query=settings.crawl.sort_query,
-            max_url_length=settings.crawl.max_url_length,
-            max_repeated_segments=settings.crawl.max_repeated_segments,
-            autothrottle_target=settings.crawl.autothrottle_target
-            if settings.crawl.autothrottle else 0.0,
-            autothrottle_max_delay=settings.crawl.autothrottle_max_delay,
-            store=self.store,
-        )
+        self.scheduler = self._make_scheduler(allowed)
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
                              retry_statuses=self._retry.statuses)
         started = self._started = time.monotonic()
@@ -172,6 +158,7 @@ class Crawler:
         finally:
             self._restore_signals(previous_handlers)
             self.client.close()
+            self.scheduler.close()
             reason = self._finish_reason or (
                 "max_pages" if self.scheduler.budget_exhausted else "finished"
             )
@@ -194,6 +181,42 @@ class Crawler:
         stats["started_at"] = wall_started
         stats["exit_code"] = self._exit_code(reason, stats["failed"])
         return CrawlResult(stats, reason, stats["exit_code"], self.items)
+
+    def _make_scheduler(self, allowed: Iterable[str]) -> Scheduler:
+        settings = self.settings
+        options: dict[str, Any] = {
+            "per_host": settings.crawl.per_host,
+            "delay": settings.crawl.delay,
+            "allowed_domains": allowed,
+            "depth_limit": settings.crawl.depth_limit,
+            "max_pages": settings.crawl.max_pages,
+            "host_backoff": settings.retry.backoff,
+            "max_host_backoff": settings.retry.max_backoff,
+            "obey_robots": settings.crawl.obey_robots,
+            "sort_query": settings.crawl.sort_query,
+            "max_url_length": settings.crawl.max_url_length,
+            "max_repeated_segments": settings.crawl.max_repeated_segments,
+            "autothrottle_target": settings.crawl.autothrottle_target
+            if settings.crawl.autothrottle else 0.0,
+            "autothrottle_max_delay": settings.crawl.autothrottle_max_delay,
+        }
+        backend = settings.frontier.backend
+        if backend.startswith(("redis://", "rediss://", "unix://")):
+            if settings.frontier.jobdir:
+                raise ConfigError("frontier.jobdir and a Redis frontier.backend exclude each "
+                                  "other: the crawl's state lives in Redis")
+            from .redis_frontier import RedisScheduler
+
+            return RedisScheduler(
+                self.stats, url=backend, name=settings.frontier.name or self.spider.name,
+                spider=self.spider, lease_timeout=settings.frontier.lease_timeout,
+                cleanup=settings.frontier.cleanup, **options)
+        if backend not in ("memory", "sqlite"):
+            raise ConfigError(f"frontier.backend = {backend!r}: expected 'memory', 'sqlite' "
+                              "(with a jobdir) or a redis://host:port/db URL")
+        if backend == "sqlite" and self.store is None:
+            raise ConfigError("frontier.backend = 'sqlite' needs frontier.jobdir (--jobdir)")
+        return Scheduler(self.stats, store=self.store, **options)
 
     def _start_requests(self) -> list[Request]:
         requests = []
@@ -361,22 +384,24 @@ class Crawler:
             log.exception("internal error processing %s", request.url)
             self.stats.add_failure("internal_error")
         finally:
-            store = self.store
-            if store is None:
+            durable = self.scheduler.keeps_items
+            if not durable:
                 self._emit(outcome.items)
             # Children, items and the ack go together (one transaction with a jobdir).
             try:
                 kept = self.scheduler.finish(request, children=outcome.children,
-                                      items=outcome.items if store is not None else None,
-                                      retry=outcome.retry, retry_at=outcome.retry_at,
-                                      host_pause=outcome.host_pause,
-                                      host_failed=outcome.host_failed,
-                                      latency=outcome.latency)
+                                             items=outcome.items if durable else None,
+                                             retry=outcome.retry, retry_at=outcome.retry_at,
+                                             host_pause=outcome.host_pause,
+                                             host_failed=outcome.host_failed,
+                                             latency=outcome.latency)
             except Exception:  # e.g. the disk is full: the request stays unacknowledged
                 log.exception("cannot record the results of %s", request.url)
                 self.stats.add_failure("internal_error")
                 kept = self.scheduler.finish(request, commit=False)
-            if store is not None and outcome.items:
+            if durable and self.store is None:
+                self._emit(kept)  # Redis: the stream has them; this process's own file too
+            elif durable and outcome.items:
                 self.stats.inc("items", len(kept))
                 self.stats.inc("items_unchanged", len(outcome.items) - len(kept))
                 if self.collect_items:
@@ -442,7 +467,9 @@ class Crawler:
         key = origin(request.url)
         policy = self.robots.get(key)
         if policy is None:
-            return True
+            if self.scheduler.gates_robots:
+                return True  # robots.txt was fetched through the queue: no host gate here
+            policy = self._robots_inline(key)
         if policy.expired():
             self.scheduler.refresh_robots(key)
         if policy.allowed(request.url, self.settings.http.user_agent):
@@ -456,33 +483,68 @@ class Crawler:
             log.debug("disallowed by robots.txt: %s", request.url)
         return False
 
-    def _handle_robots(self, request: Request, outcome: _Outcome) -> None:
-        """Fetch a host's robots.txt (following up to 5 redirects) and open the host."""
-        assert self.client is not None and self.scheduler is not None
-        key = origin(request.url)
-        url, status, body = request.url, None, b""
+    def _robots_inline(self, key: str) -> RobotsPolicy:
+        """Fetch robots.txt now, once per origin and process (shared frontiers: the
+        queue cannot hold a host back for one process's robots.txt)."""
+        with self._robots_lock:
+            lock = self._robots_locks.setdefault(key, threading.Lock())
+        with lock:
+            policy = self.robots.get(key)
+            if policy is not None:
+                return policy
+            ttl = self.settings.crawl.robots_ttl
+            try:
+                status, body = self._read_robots(robots_url(key))
+            except FetchError as exc:
+                log.warning("robots.txt for %s unavailable (%s): disallowing the host for "
+                            "a minute", key, exc)
+                status, body = None, b""
+                ttl = min(ttl, ROBOTS_RETRY_AFTER)
+            policy = policy_from_response(status, body, ttl)
+            self.robots[key] = policy
+            assert self.scheduler is not None
+            self.scheduler.open_host(key, policy.crawl_delay(self.settings.http.user_agent))
+            return policy
+
+    def _read_robots(self, url: str) -> tuple[int | None, bytes]:
+        """GET robots.txt, following up to five redirects; a retryable-status answer is
+        returned as its status. Raises FetchError when nothing could be read."""
+        assert self.client is not None
         for _ in range(6):
             try:
                 result = self.client.fetch("GET", url)
-            except FetchError as exc:
-                wait = None if self._hard_stop_at is not None else \
-                    self._retry.next_wait("GET", request.attempt, exc)
-                if wait is not None:
-                    self.stats.inc("retries")
-                    outcome.retry = request.replace(attempt=request.attempt + 1)
-                    outcome.retry_at = time.monotonic() + wait
-                    outcome.host_failed = exc.retryable
-                    return
-                if isinstance(exc, StatusError) and isinstance(exc.result, FetchResult):
-                    status = exc.result.status
-                log.warning("robots.txt for %s unavailable (%s): disallowing the host", key, exc)
-                break
+            except StatusError as exc:
+                if isinstance(exc.result, FetchResult) and exc.result.status in (429, *range(
+                        500, 600)):
+                    raise  # unreachable, as RFC 9309 counts it: retried, then disallow all
+                return (exc.result.status, b"") if isinstance(exc.result, FetchResult) \
+                    else (None, b"")
             location = result.headers.get("location")
             if result.status in REDIRECT_STATUSES and location:
                 url = urljoin(url, location)
                 continue
-            status, body = result.status, result.body
-            break
+            return result.status, result.body
+        return None, b""
+
+    def _handle_robots(self, request: Request, outcome: _Outcome) -> None:
+        """Fetch a host's robots.txt (following up to 5 redirects) and open the host."""
+        assert self.client is not None and self.scheduler is not None
+        key = origin(request.url)
+        status, body = None, b""
+        try:
+            status, body = self._read_robots(request.url)
+        except FetchError as exc:
+            wait = None if self._hard_stop_at is not None else \
+                self._retry.next_wait("GET", request.attempt, exc)
+            if wait is not None:
+                self.stats.inc("retries")
+                outcome.retry = request.replace(attempt=request.attempt + 1)
+                outcome.retry_at = time.monotonic() + wait
+                outcome.host_failed = exc.retryable
+                return
+            if isinstance(exc, StatusError) and isinstance(exc.result, FetchResult):
+                status = exc.result.status
+            log.warning("robots.txt for %s unavailable (%s): disallowing the host", key, exc)
         policy = policy_from_response(status, body, self.settings.crawl.robots_ttl)
         self.robots[key] = policy
         delay = policy.crawl_delay(self.settings.http.user_agent)

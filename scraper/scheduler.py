@@ -50,6 +50,8 @@ class _Host:
 
 
 class Scheduler:
+    gates_robots = True  # robots.txt is fetched through the queue, before a host's pages
+
     def __init__(
         self,
         stats: Stats,
@@ -320,6 +322,14 @@ class Scheduler:
         if duplicates:
             self._stats.inc("filtered_duplicate", duplicates)
         return kept
+
+    @property
+    def keeps_items(self) -> bool:
+        """True when `finish()` stores the items with the acknowledgement (durable)."""
+        return self._store is not None
+
+    def close(self) -> None:
+        """Release what the scheduler holds (nothing in memory)."""
 
     def stop(self) -> None:
         """Hand out nothing more; blocked workers return None."""

@@ -91,6 +91,9 @@ class FrontierSettings(_Section):
     backend: str = "memory"
     jobdir: str = ""
     incremental: bool = False
+    name: str = ""
+    lease_timeout: Duration = Field(30.0, gt=0)
+    cleanup: bool = False
 
 
 class JobSettings(_Section):
