@@ -32,7 +32,7 @@ SUMMARY_KEYS = (
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROGRESS_MODES = ("auto", "live", "log", "off")
 PREVIEW_CHARS = 500
-DEMO_PORT = 8082
+DEMO_PORT = 8000  # where spiders/demo.py looks by default
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -56,11 +56,11 @@ def _setup_logging(level: str = "info", fmt: str = "text", log_file: str | None 
                    quiet: bool = False) -> None:
     from . import logs
 
+    click.get_current_context().call_on_close(logs.reset)
     try:
         logs.setup(level.lower(), fmt, log_file=log_file, quiet=quiet)
     except OSError as exc:
         _fail(f"--log-file {log_file}: cannot write: {exc.strerror or exc}")
-    click.get_current_context().call_on_close(logs.reset)
 
 
 def _parse_args(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -212,8 +212,8 @@ def crawl(spider: str, spider_args: tuple[str, ...], overrides: tuple[str, ...],
 
     \b
     Example:
-      scraper crawl demo -a base_url=http://127.0.0.1:8082/ -o out/items.jsonl \\
-          -s crawl.per_host=8 --deadline 10m --stats out/stats.json --log-file crawl.log
+      scraper crawl demo -o out/items.jsonl -s crawl.per_host=8 --deadline 10m \\
+          --stats out/stats.json --log-file crawl.log
 
     \b
     Exit codes:
@@ -287,14 +287,14 @@ def demo(output: str, products: int, serve: bool, port: int, overrides: tuple[st
          quiet: bool) -> None:
     """Serve the bundled demo catalogue on loopback and crawl it with spiders/demo.py.
 
-    With --serve, only serve it (at http://127.0.0.1:8082/ by default), so that
+    With --serve, only serve it (at http://127.0.0.1:8000/ by default), so that
     `scraper fetch`, `parse`, `shell` and your own spiders have a site to work on.
 
     \b
     Examples:
       scraper demo -o out/demo.jsonl
       scraper demo --serve            # then, in another terminal:
-      scraper fetch http://127.0.0.1:8082/
+      scraper fetch http://127.0.0.1:8000/
     """
     if serve:
         _serve_demo(products, port)
@@ -541,7 +541,7 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
 
     \b
     Examples:
-      scraper fetch http://127.0.0.1:8082/ http://127.0.0.1:8082/c/books/1
+      scraper fetch http://127.0.0.1:8000/ http://127.0.0.1:8000/c/books/1
       scraper fetch https://example.com/ --body page.html -s http.read_timeout=5
       scraper fetch https://api.example.com/items -H 'Accept: application/json' --body -
 
@@ -655,7 +655,7 @@ def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipe
 
     \b
     Examples:
-      scraper parse http://127.0.0.1:8082/p/7 --spider demo
+      scraper parse http://127.0.0.1:8000/p/7 --spider demo
       scraper parse https://shop.example/c/lamps --spider shop -c parse_category \\
           --meta '{"category": "lamps"}' -a lang=en
 
@@ -770,10 +770,10 @@ def shell(url: str, spider_name: str | None, code: str | None, spider_args: tupl
 
     \b
     Examples:
-      scraper shell http://127.0.0.1:8082/p/7
+      scraper shell http://127.0.0.1:8000/p/7
       >>> response.css_first("h1").text()
       >>> fetch("/c/books/1")
-      scraper shell http://127.0.0.1:8082/p/7 -c 'response.css_first("h1").text()'
+      scraper shell http://127.0.0.1:8000/p/7 -c 'response.css_first("h1").text()'
     """
     import code as code_module
 

@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -140,6 +141,7 @@ def setup(level: str = "info", fmt: str = "text", *, log_file: str | None = None
         console.addFilter(_SkipLogger(SUMMARY_LOGGER))
     handlers: list[logging.Handler] = [console]
     if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setLevel(numeric)
         file_handler.setFormatter(formatter)

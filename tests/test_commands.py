@@ -589,7 +589,8 @@ def test_deadline_exit_code_3_through_the_runner(server: FaultServer, tmp_path: 
 
 
 def test_bad_log_file_exits_2(slow_site: FaultServer, tmp_path: Path) -> None:
-    result = run(*CRAWL, "--log-file", str(tmp_path / "no/such/dir/x.log"))
+    (tmp_path / "a-file").write_text("")
+    result = run(*CRAWL, "--log-file", str(tmp_path / "a-file/x.log"))
     assert result.exit_code == 2
     assert "--log-file" in result.stderr and "cannot write" in result.stderr
 
