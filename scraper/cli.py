@@ -494,7 +494,7 @@ def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | N
         *(f"  {name}: {value}" for name, value in result.headers.items()),
     ]
     report: dict[str, Any] = {
-        "url": url, "method": method, "status": result.status, "reused": result.reused,
+        "url": redact(url), "method": method, "status": result.status, "reused": result.reused,
         "timings_ms": timings, "headers": dict(result.headers.items()),
         "body_bytes": len(result.body),
     }
@@ -552,6 +552,7 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
       2  bad usage or settings
     """
     from .errors import FetchError
+    from .logs import redact
     from .settings import load
 
     for url in urls:
@@ -570,12 +571,12 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
             except FetchError as exc:
                 failures += 1
                 if as_json:
-                    click.echo(json.dumps({"url": url, "method": method.upper(),
-                                           "error": exc.reason, "message": str(exc)}),
+                    click.echo(json.dumps({"url": redact(url), "method": method.upper(),
+                                           "error": exc.reason, "message": redact(str(exc))}),
                                err=out_err)
                 else:
-                    click.echo(f"{method.upper()} {url}\nfailed: {exc.reason}: {exc}\n",
-                               err=out_err)
+                    click.echo(f"{method.upper()} {redact(url)}\n"
+                               f"failed: {exc.reason}: {redact(str(exc))}\n", err=out_err)
                 continue
             body_note = None
             if body_to == "-":

@@ -153,6 +153,30 @@ def test_fetch_failures_exit_1_with_the_reason(server: FaultServer) -> None:
     assert "1 of 3 fetched" in result.stdout
 
 
+def test_fetch_over_tls_times_the_handshake(make_server: Any) -> None:
+    server = make_server(tls=True)
+    server.add_page("/")
+    result = run("fetch", "--json", server.url("/"), server.url("/"),
+                 "-s", "http.verify_tls=false")
+    assert result.exit_code == 0, output(result)
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["timings_ms"]["tls"] > 0 and second["timings_ms"]["tls"] == 0
+    assert second["reused"] is True
+    assert server.handshakes_completed == 1
+    text = run("fetch", server.url("/"), "-s", "http.verify_tls=false", "--preview", "0")
+    assert "timings: connect " in text.stdout and " ms, tls " in text.stdout
+
+
+def test_fetch_never_prints_a_url_password(server: FaultServer) -> None:
+    server.add_page("/")
+    url = server.url("/").replace("http://", "http://me:hunter2@")
+    for extra in ([], ["--json"]):
+        result = run("fetch", url, *extra)
+        assert result.exit_code == 0, output(result)
+        assert "hunter2" not in output(result)
+        assert "me:***@127.0.0.1" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -175,7 +199,13 @@ def test_fetch_bad_usage_exits_2(args: list[str], message: str) -> None:
 
 SHOP = '''
 import pydantic
-from scraper import Request, Spider
+from scraper import DropItem, Request, Spider
+
+
+def cheap_only(item, spider):
+    if item["price"] > 20:
+        raise DropItem("too dear")
+    return {{**item, "checked": True}}
 
 
 class Product(pydantic.BaseModel):
@@ -189,6 +219,7 @@ class Shop(Spider):
     name = "shop"
     start_urls = ["{start}"]
     item_model = Product
+    pipelines = [cheap_only]
 
     def __init__(self, lang="en", **kwargs):
         super().__init__(**kwargs)
@@ -243,6 +274,19 @@ def test_parse_runs_a_named_callback_with_meta_and_spider_args(shop: FaultServer
     assert result.exit_code == 0, output(result)
     assert json.loads(result.stdout) == {"name": "Lamp 2", "price": 29.5,
                                          "category": "Lamps", "lang": "fr"}
+
+
+def test_parse_runs_pipelines_on_request(shop: FaultServer) -> None:
+    cheap = run("parse", shop.url("/p/1"), "--spider", "shop", "-c", "parse_product",
+                "--pipelines")
+    assert cheap.exit_code == 0, output(cheap)
+    assert json.loads(cheap.stdout)["checked"] is True
+    dear = run("parse", shop.url("/p/2"), "--spider", "shop", "-c", "parse_product",
+               "--pipelines")
+    assert dear.exit_code == 0 and dear.stdout == ""
+    assert "dropped by a pipeline: too dear" in dear.stderr
+    assert "checked" not in run("parse", shop.url("/p/1"), "--spider", "shop",
+                                "-c", "parse_product").stdout
 
 
 def test_parse_reports_invalid_items_with_exit_1(shop: FaultServer) -> None:
