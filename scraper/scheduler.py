@@ -34,11 +34,14 @@ STORE_BATCH = 1000
 
 class _Host:
     __slots__ = ("active", "base_delay", "delay", "failures", "gated", "key", "next_start",
-                 "queue", "robots_request", "scheduled")
+                 "plain", "queue", "robots_request", "scheduled")
 
     def __init__(self, key: str, delay: float) -> None:
         self.key = key
         self.queue: list[tuple[int, int, Request]] = []
+        # Plain requests (a GET of a URL, nothing else set: most followed links) are kept
+        # as bare URL strings, by depth, shallowest first: a fifth of a Request's memory.
+        self.plain: dict[int, deque[str]] = {}
         self.active = 0
         self.base_delay = delay  # crawl.delay, or robots.txt Crawl-delay when larger
         self.delay = delay  # base_delay, or more under autothrottle
@@ -47,6 +50,14 @@ class _Host:
         self.failures = 0  # consecutive failed exchanges: a failing host is backed off
         self.gated = False  # waiting for robots.txt: only `robots_request` may start
         self.robots_request: Request | None = None
+
+
+def _is_plain(request: Request) -> bool:
+    """A request fully described by its URL and depth (see `_Host.plain`)."""
+    return (request.callback is None and request.priority == 0 and request.method == "GET"
+            and not request.meta and request.headers is None and request.body is None
+            and request.errback is None and not request.dont_filter and request.attempt == 1
+            and not request.redirect_chain and request.store_id is None)
 
 
 class Scheduler:
@@ -180,6 +191,11 @@ class Scheduler:
                 self._gate(host)
         if request.meta.get(ROBOTS_META):
             host.robots_request = request  # a robots.txt retry
+        elif _is_plain(request):
+            urls = host.plain.get(request.depth)
+            if urls is None:
+                urls = host.plain[request.depth] = deque()
+            urls.append(request.url)
         else:
             heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
         self._queued += 1
@@ -196,7 +212,7 @@ class Scheduler:
     def _eligible(self, host: _Host) -> bool:
         if host.active >= self._per_host:
             return False
-        return host.robots_request is not None if host.gated else bool(host.queue)
+        return host.robots_request is not None if host.gated else bool(host.queue or host.plain)
 
     def _schedule(self, host: _Host, now: float) -> None:
         host.scheduled = True
@@ -250,7 +266,15 @@ class Scheduler:
             assert request is not None
             host.robots_request = None
         else:
-            request = heapq.heappop(host.queue)[2]
+            if host.queue and (not host.plain or host.queue[0][0] <= 0):
+                request = heapq.heappop(host.queue)[2]
+            else:
+                depth = min(host.plain)
+                urls = host.plain[depth]
+                request = Request(urls.popleft())
+                request.depth = depth
+                if not urls:
+                    del host.plain[depth]
             if request.attempt == 1 and not request.redirect_chain and self._budget > 0:
                 self._budget -= 1
         self._queued -= 1

@@ -153,7 +153,8 @@ def test_delay_holds_across_processes(server: FaultServer, tmp_path: Path,
         assert process.returncode == 0, stderr.decode()
     starts = sorted(r.started for r in server.requests)
     assert len(starts) == 9
-    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.19
+    # starts are spaced at the client; arrival at the server jitters by a few ms
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.18
 
 
 def test_export_drains_the_stream_once(server: FaultServer, tmp_path: Path,
