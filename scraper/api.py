@@ -78,6 +78,7 @@ def run_job(name: str, *, settings_file: str | Path | None = None,
             raise
         append_history(job, run_record(job, started, time.time(), result.exit_code, output,
                                        result.stats))
+        result.stats["output"] = output or None
         return result
 
 

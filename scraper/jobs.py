@@ -26,13 +26,13 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
-from .errors import ConfigError
+from .errors import ConfigError, ScraperError
 from .settings import JobSettings, LoadedSettings
 
 EXIT_LOCKED = 4
 
 
-class JobLocked(ConfigError):
+class JobLocked(ScraperError):
     """Another run of the same job holds its lock."""
 
 

@@ -183,7 +183,8 @@ def test_crash_mid_run_is_resumed_by_the_next_run(server: FaultServer, tmp_path:
     release = threading.Event()
 
     def gate(exchange: Exchange) -> None:
-        exchange.wait(None if not release.is_set() else 0)
+        while not release.wait(0.05) and not exchange.stopping:
+            pass
         exchange.respond(200, page("slow"), {"Content-Type": "text/html"})
 
     server.add_page("/", ["/a", "/slow"])
@@ -206,3 +207,73 @@ def test_crash_mid_run_is_resumed_by_the_next_run(server: FaultServer, tmp_path:
     (items,) = outputs(tmp_path)
     assert sorted(i["url"] for i in items) == sorted(server.url(p) for p in ("/", "/a",
                                                                                "/slow"))
+
+
+# -- the command line ------------------------------------------------------------------------
+
+def scraper_command(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "scraper", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_two_runs_of_one_job_at_once_one_exits_4(server: FaultServer, tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def held(exchange: Exchange) -> None:
+        while not release.wait(0.05) and not exchange.stopping:
+            pass
+        exchange.respond(200, page("held"), {"Content-Type": "text/html"})
+
+    server.add_handler("/", held)
+    write_project(tmp_path, server.url("/"))
+    first = scraper_command("jobs", "run", "nightly", "-q", cwd=tmp_path)
+    assert server.wait_for_requests(1, timeout=20)  # the first run holds the lock
+    second = scraper_command("jobs", "run", "nightly", "-q", cwd=tmp_path)
+    _, stderr = second.communicate(timeout=20)
+    assert second.returncode == 4
+    assert b"already running" in stderr
+    release.set()
+    first.communicate(timeout=30)
+    assert first.returncode == 0
+    history = (tmp_path / "jobs" / "nightly" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 1  # the refused run did not run
+
+
+def test_jobs_list_and_crontab_commands(server: FaultServer, tmp_path: Path) -> None:
+    server.add_page("/")
+    write_project(tmp_path, server.url("/"))
+    run = scraper_command("jobs", "run", "nightly", "-q", cwd=tmp_path)
+    run.communicate(timeout=30)
+    assert run.returncode == 0
+    listing = scraper_command("jobs", "list", cwd=tmp_path)
+    out, _ = listing.communicate(timeout=30)
+    lines = out.decode().splitlines()
+    assert lines[0].split() == ["job", "schedule", "last", "run", "result", "next", "run"]
+    assert lines[1].startswith("nightly") and "30 2 * * *" in lines[1]
+    assert "exit 0" in lines[1] and "02:30" in lines[1]
+    crontab = scraper_command("jobs", "crontab", cwd=tmp_path)
+    out, _ = crontab.communicate(timeout=30)
+    assert out.decode().startswith("30 2 * * * cd ")
+
+
+def test_unknown_job_exits_2(tmp_path: Path) -> None:
+    write_project(tmp_path, "http://127.0.0.1:9/")
+    process = scraper_command("jobs", "run", "weekly", cwd=tmp_path)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert b"no job named 'weekly'" in stderr and b"nightly" in stderr
+
+
+def test_jobs_serve_runs_a_due_job_and_stops_on_sigterm(server: FaultServer,
+                                                        tmp_path: Path) -> None:
+    server.add_page("/")
+    settings = write_project(tmp_path, server.url("/"))
+    settings.write_text(settings.read_text().replace("30 2 * * *", "* * * * * *"))
+    process = scraper_command("jobs", "serve", cwd=tmp_path)
+    assert server.wait_for_requests(1, timeout=30)  # a run started on schedule
+    history = tmp_path / "jobs" / "nightly" / "history.jsonl"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert history.exists()
+    assert b"job nightly: starting" in stderr

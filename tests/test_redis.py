@@ -169,3 +169,29 @@ def test_export_drains_the_stream_once(server: FaultServer, tmp_path: Path,
     assert len(entries) == 2
     mark_exported(redis_url, "site", entries[-1][0])
     assert list(drain_items(redis_url, "site")) == []
+
+
+def test_status_and_export_commands(server: FaultServer, tmp_path: Path,
+                                    redis_url: str) -> None:
+    server.add_page("/", ["/a", "/b"])
+    server.add_page("/a")
+    server.add_page("/b")
+    spider = tmp_path / "site.py"
+    spider.write_text(SPIDER.format(start=server.url("/")))
+    start(spider, redis_url, tmp_path / "o.jsonl").communicate(timeout=60)
+
+    def scraper(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "scraper", *args], capture_output=True,
+                              text=True, timeout=60, check=True)
+        return done.stdout
+
+    counters = json.loads(scraper("status", "--backend", redis_url, "--name", "site",
+                                  "--json"))
+    assert counters["items"] == 3 and counters["queued"] == 0 and counters["leases"] == 0
+    out = tmp_path / "all.jsonl"
+    assert "3 items written" in scraper("export", "--backend", redis_url, "--name", "site",
+                                        "-o", str(out))
+    assert len(out.read_text().splitlines()) == 3
+    again = tmp_path / "again.jsonl"
+    assert "0 items written" in scraper("export", "--backend", redis_url, "--name", "site",
+                                        "-o", str(again))

@@ -54,7 +54,7 @@ def slow_mesh(server: FaultServer, pages: int = PAGES) -> None:
 def start(spider: Path, jobdir: Path, output: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "scraper", "crawl", str(spider), "-q", "-o", str(output),
-         "-s", f"frontier.jobdir={jobdir!s}", "-s", f"crawl.workers={WORKERS}",
+         "--jobdir", str(jobdir), "-s", f"crawl.workers={WORKERS}",
          "-s", f"crawl.per_host={WORKERS}", "-s", "crawl.obey_robots=false"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
