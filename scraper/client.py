@@ -86,7 +86,7 @@ class Exchange:
     """
 
     __slots__ = ("_lock", "cancel_reason", "connect_started", "connected", "expires", "reused",
-                 "sock", "tcp_connected")
+                 "sock", "tcp_connected", "tls")
 
     def __init__(self, expires: float) -> None:
         self._lock = threading.Lock()
@@ -95,6 +95,7 @@ class Exchange:
         self.expires = expires
         self.reused = False
         self.connect_started = self.tcp_connected = self.connected = 0.0
+        self.tls = False
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -227,6 +228,7 @@ class _TrackedConnectionMixin:
         exchange = _exchange()
         if exchange is not None:
             exchange.connected = time.monotonic()  # TCP, and TLS for https
+            exchange.tls = isinstance(self, HTTPSConnection)
 
     def close(self) -> None:
         if self.sock is not None:  # type: ignore[attr-defined]
@@ -584,7 +586,7 @@ def _timings(exchange: Exchange, started: float, headers_at: float, done: float
         "connect": exchange.tcp_connected - exchange.connect_started
         if exchange.connect_started else 0.0,
         "tls": exchange.connected - exchange.tcp_connected
-        if exchange.tcp_connected and exchange.connected > exchange.tcp_connected else 0.0,
+        if exchange.tls and exchange.tcp_connected else 0.0,
         "wait": headers_at - max(started, connected),
         "body": done - headers_at,
         "total": done - started,
@@ -615,12 +617,13 @@ def _finish(response: Any) -> None:
 
 def _translate(exc: BaseException, url: str, *, reused: bool, got_response: bool) -> FetchError:
     """urllib3 and socket errors -> the project's FetchError subclasses."""
+    # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError: test it first.
     if isinstance(exc, NameResolutionError):
         return ConnectError(f"DNS lookup failed: {exc}", url, reason="dns")
+    if isinstance(exc, NewConnectionError) and not isinstance(exc.__cause__, TimeoutError):
+        return ConnectError(f"connection failed: {exc}", url)
     if isinstance(exc, ConnectTimeoutError | EmptyPoolError):
         return FetchTimeout(f"connect timed out: {exc}", url)
-    if isinstance(exc, NewConnectionError):
-        return ConnectError(f"connection failed: {exc}", url)
     if isinstance(exc, ReadTimeoutError | TimeoutError):
         return FetchTimeout(f"read timed out: {exc}", url)
     if isinstance(exc, SSLError):

@@ -1,4 +1,4 @@
-"""The bundled demo site: a small catalogue served on a free loopback port.
+"""The bundled demo site's pages: a small catalogue (served by `scraper.testing.serve`).
 
 A few hundred pages: a home page, paginated categories, product pages carrying an item
 (name, price, sku), and links that a crawler must recognise as duplicates (fragments,
@@ -8,8 +8,6 @@ A few hundred pages: a home page, paginated categories, product pages carrying a
 from __future__ import annotations
 
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CATEGORIES = ("books", "games", "tools", "music", "garden", "kitchen")
 PER_PAGE = 10
@@ -45,45 +43,3 @@ def build_site(products: int = 300, seed: int = 7) -> dict[str, bytes]:
             f"<p class='price'>{(i * 37) % 500 + 0.99:.2f}</p></article>"
             f"<ul class='related'>{related}</ul></body></html>")
     return {path: html.encode() for path, html in pages.items()}
-
-
-class DemoServer:
-    """Serves `pages` over HTTP/1.1 keep-alive on 127.0.0.1, port chosen by the OS."""
-
-    def __init__(self, pages: dict[str, bytes]) -> None:
-        site = pages
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                body = site.get(self.path.split("?", 1)[0])
-                status = 200 if body is not None else 404
-                body = body if body is not None else b"<html><body>not found</body></html>"
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="scraper-demo-server")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def __enter__(self) -> DemoServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

@@ -286,3 +286,12 @@ def test_every_url_is_accounted_for(server: FaultServer) -> None:
     assert took < 3.0
 
 
+
+
+def test_connection_refused_is_a_connection_failure() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    stats, took = timed(one_url_spider(f"http://127.0.0.1:{port}/"), retry__attempts=1)
+    assert stats["failed_reasons"] == {"connection": 1}
+    assert took < 2.0
