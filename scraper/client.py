@@ -56,6 +56,7 @@ from urllib3.exceptions import (
 from urllib3.util import connection as urllib3_connection
 from urllib3.util.request import ACCEPT_ENCODING
 from urllib3.util.ssl_ import create_urllib3_context
+from urllib3.util.url import parse_url
 
 from .errors import (
     Cancelled,
@@ -385,6 +386,7 @@ class Client:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.deadline: float | None = None
+        self._pool_keys: dict[str, tuple[str, int, str]] = {}
 
         if http.verify_tls:
             context = create_urllib3_context()
@@ -508,7 +510,7 @@ class Client:
         self.stats.inc("requests")
         response = None
         try:
-            pool = self._pm.connection_from_url(url)
+            pool = self._pm.connection_from_host(*self._pool_key(url))
             response = pool.urlopen(
                 method, _request_target(url), body=body, headers=headers, retries=False,
                 redirect=False, assert_same_host=False, timeout=timeout, pool_timeout=remaining,
@@ -547,6 +549,22 @@ class Client:
             error.result = result
             raise error
         return result
+
+    def _pool_key(self, url: str) -> tuple[str, int, str]:
+        """(host, port, scheme) of an absolute URL, cached per origin: urllib3's parse_url
+        costs more than the rest of the pool lookup."""
+        origin_end = url.find("/", url.find("//") + 2)
+        origin = url if origin_end < 0 else url[:origin_end]
+        key = self._pool_keys.get(origin)
+        if key is None:
+            parsed = parse_url(origin)
+            if parsed.host is None or parsed.scheme is None:
+                raise FetchError(f"bad URL: {url!r}", url, reason="bad_url")
+            key = (parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80),
+                   parsed.scheme)
+            if len(self._pool_keys) < 10_000:
+                self._pool_keys[origin] = key
+        return key
 
     def _expiry_reason(self) -> str:
         if self.deadline is not None and time.monotonic() >= self.deadline:

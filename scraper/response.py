@@ -10,7 +10,6 @@ import codecs
 import json
 import re
 from collections.abc import Iterable, Mapping
-from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin
 
@@ -18,6 +17,7 @@ import charset_normalizer
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .request import Callback, Request
+from .urls import join
 
 Node = LexborNode
 
@@ -67,7 +67,15 @@ def _detect(sample: bytes) -> str:
 
 
 class Response:
-    """A fetched page: `url`, `status`, `headers`, `body`, `text`, and selectors."""
+    """A fetched page: `url`, `status`, `headers`, `body`, `text`, and selectors.
+
+    `encoding`, `text` and the parsed tree are computed on first use and kept. Not with
+    `functools.cached_property`: before Python 3.12 it takes one lock per property shared
+    by every instance, which made all worker threads queue behind one page's parse.
+    """
+
+    __slots__ = ("_encoding", "_text", "_tree_cache", "body", "headers", "request", "status",
+                 "url")
 
     def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes,
                  request: Request) -> None:
@@ -76,6 +84,9 @@ class Response:
         self.headers = headers
         self.body = body
         self.request = request
+        self._encoding: str | None = None
+        self._text: str | None = None
+        self._tree_cache: LexborHTMLParser | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -85,10 +96,15 @@ class Response:
     def depth(self) -> int:
         return self.request.depth
 
-    @cached_property
+    @property
     def encoding(self) -> str:
         """From a BOM, the Content-Type header, `<meta charset>`; else UTF-8 when the body
         is valid UTF-8; else what charset-normalizer detects (cp1252 as a last resort)."""
+        if self._encoding is None:
+            self._encoding = self._find_encoding()
+        return self._encoding
+
+    def _find_encoding(self) -> str:
         for bom, name in _BOMS:
             if self.body.startswith(bom):
                 return name
@@ -106,19 +122,26 @@ class Response:
             return _detect(self.body[:65536])
         return "utf-8"
 
-    @cached_property
+    @property
     def text(self) -> str:
         """The body decoded; invalid bytes become U+FFFD rather than an error."""
-        return self.body.decode(self.encoding, errors="replace")
+        if self._text is None:
+            self._text = self.body.decode(self.encoding, errors="replace")
+        return self._text
 
     def json(self) -> Any:
         return json.loads(self.body)
 
-    @cached_property
+    @property
     def _tree(self) -> LexborHTMLParser:
-        if self.encoding == "utf-8" and not self.body.startswith(codecs.BOM_UTF8):
-            return LexborHTMLParser(self.body)
-        return LexborHTMLParser(self.text)
+        tree = self._tree_cache
+        if tree is None:
+            if self.encoding == "utf-8" and not self.body.startswith(codecs.BOM_UTF8):
+                tree = LexborHTMLParser(self.body)
+            else:
+                tree = LexborHTMLParser(self.text)
+            self._tree_cache = tree
+        return tree
 
     def css(self, selector: str) -> list[Node]:
         return self._tree.css(selector)
@@ -162,7 +185,7 @@ class Response:
             if not href or href.lower().startswith(_SKIP_SCHEMES):
                 continue
             try:
-                url = urljoin(base, href)
+                url = join(base, href)
             except ValueError:  # e.g. a broken IPv6 literal
                 continue
             requests.append(Request(url, callback, **kwargs))

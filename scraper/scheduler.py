@@ -22,7 +22,7 @@ from typing import Any
 from .request import Request
 from .stats import Stats
 from .store import JobStore, fingerprint
-from .urls import BadURL, canonicalize, host_allowed, hostname, looks_like_trap, origin
+from .urls import BadURL, canonical_host, canonicalize, host_allowed, looks_like_trap, origin
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Scheduler:
         if looks_like_trap(request.url, self._max_url_length, self._max_repeated_segments):
             log.debug("skipped a likely crawl trap: %s", request.url)
             return "filtered_trap"
-        if self.allowed_domains and not host_allowed(hostname(request.url),
+        if self.allowed_domains and not host_allowed(canonical_host(request.url),
                                                      self.allowed_domains):
             return "filtered_offsite"
         if self._depth_limit and request.depth > self._depth_limit:
