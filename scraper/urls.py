@@ -42,6 +42,33 @@ def _upper_escape(match: re.Match[str]) -> str:
     return match.group(0).upper()
 
 
+# Characters whose presence sends a URL down the full canonicalisation path.
+_NOT_PLAIN = re.compile(r"[\x00-\x20\x7f#%@\[\]\\^`{|}<>\"]|/\.")
+
+
+def _already_canonical(url: str, sort_query: bool) -> bool:
+    """True for a URL that canonicalisation would return unchanged, decided without
+    parsing (most links a crawl meets): http(s), lower-case host, explicit path, no
+    default port, no fragment, no escapes, spaces, dot segments or non-ASCII."""
+    if url.startswith("http://"):
+        start, default_port = 7, ":80"
+    elif url.startswith("https://"):
+        start, default_port = 8, ":443"
+    else:
+        return False
+    path = url.find("/", start)
+    if path <= start or not url.isascii() or _NOT_PLAIN.search(url):
+        return False
+    netloc = url[start:path]
+    if (not netloc.islower() and netloc.lower() != netloc) or netloc.endswith(default_port):
+        return False
+    if netloc.count(":") > 1 or netloc.endswith(":") or netloc.startswith(":"):
+        return False
+    if ":" in netloc and not netloc.rsplit(":", 1)[1].isdigit():
+        return False
+    return not (sort_query and "&" in url)
+
+
 @lru_cache(maxsize=65536)
 def canonicalize(url: str, sort_query: bool = False) -> str:
     """The form of `url` used for dedup: the same page gives the same string.
@@ -52,6 +79,8 @@ def canonicalize(url: str, sort_query: bool = False) -> str:
     do; with `sort_query`, query parameters sorted. Raises `BadURL` for anything that
     is not an absolute http(s) URL with a valid host, or that has control characters.
     """
+    if _already_canonical(url, sort_query):
+        return url
     cleaned = url.strip().translate(_STRIPPED)
     if _CONTROL.search(cleaned):
         raise BadURL(f"control character in URL {url!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scraper.urls import BadURL, canonicalize, origin
@@ -68,3 +68,26 @@ def test_canonicalize_is_idempotent(url: str) -> None:
     except BadURL:
         return
     assert canonicalize(once) == once
+
+
+@settings(max_examples=1000)
+@given(st.builds(
+    "{}://{}{}{}{}".format,
+    st.sampled_from(["http", "https", "HTTP"]),
+    st.text(alphabet="abcXYZ09.-:[]@", min_size=0, max_size=12),
+    st.sampled_from(["", ":80", ":443", ":8080", ":", ":x"]),
+    st.text(alphabet="/abc.%#?&= \t", max_size=16),
+    st.sampled_from(["", "?a=1&b=2", "#x"]),
+))
+def test_fast_path_agrees_with_full_canonicalisation(url: str) -> None:
+    """The shortcut for already-canonical URLs returns what the full path would."""
+    from scraper.urls import _already_canonical
+
+    if not _already_canonical(url, False):
+        return
+    canonicalize.cache_clear()
+    try:
+        full = canonicalize.__wrapped__(url + "#", False)  # '#' forces the full path
+    except BadURL:
+        pytest.fail(f"fast path accepted {url!r}, which the full path rejects")
+    assert full == url
