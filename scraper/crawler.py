@@ -64,6 +64,7 @@ class _Outcome:
     host_failed: bool = False
     latency: float | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
+    requeue: bool = False  # cancelled by a stop: a durable frontier keeps it for next time
 
 
 @dataclass
@@ -394,7 +395,8 @@ class Crawler:
                                              retry=outcome.retry, retry_at=outcome.retry_at,
                                              host_pause=outcome.host_pause,
                                              host_failed=outcome.host_failed,
-                                             latency=outcome.latency)
+                                             latency=outcome.latency,
+                                             commit=not outcome.requeue)
             except Exception:  # e.g. the disk is full: the request stays unacknowledged
                 log.exception("cannot record the results of %s", request.url)
                 self.stats.add_failure("internal_error")
@@ -552,6 +554,7 @@ class Crawler:
         self.scheduler.open_host(key, delay)
 
     def _fetch_failed(self, request: Request, exc: FetchError, outcome: _Outcome) -> None:
+        outcome.requeue = isinstance(exc, Cancelled)
         outcome.host_failed = exc.retryable and not isinstance(exc, Cancelled)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:

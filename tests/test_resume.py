@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +232,25 @@ def test_requests_with_lambdas_are_refused_with_a_jobdir(server: FaultServer,
     result = crawl(Lambda, frontier__jobdir=str(tmp_path / "job"))
     assert result.stats["failed_reasons"] == {"callback_error": 1}
     assert server.count("/a") == 0
+
+
+def test_requests_cancelled_by_the_deadline_run_in_the_next_run(server: FaultServer,
+                                                                tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def held(exchange: Exchange) -> None:
+        while not release.wait(0.05) and not exchange.stopping:
+            pass
+        exchange.respond(200, "<html><title>held</title></html>", {"Content-Type": "text/html"})
+
+    server.add_page("/", ["/held"])
+    server.add_handler("/held", held)
+    spider = link_spider(server.url("/"))
+    jobdir = str(tmp_path / "job")
+    first = crawl(spider, frontier__jobdir=jobdir, crawl__deadline=1)
+    assert first.exit_code == 3 and first.stats["failed_reasons"] == {"deadline": 1}
+    release.set()
+    second = crawl(spider, frontier__jobdir=jobdir)
+    assert second.finish_reason == "finished"
+    assert [item["url"] for item in second.items] == [server.url("/held")]
+    assert server.count("/held") == 2  # cancelled in the first run, fetched in the second
