@@ -78,3 +78,23 @@ def crawl(spider: type[Spider], **settings: Any) -> CrawlResult:
     settings.setdefault("crawl__obey_robots", False)
     dotted = {key.replace("__", "."): value for key, value in settings.items()}
     return scraper.crawl(spider, dotted)
+
+
+SITE_SPIDER = '''
+from scraper import Spider
+
+class Site(Spider):
+    name = "site"
+    start_urls = ["{start}"]
+
+    def parse(self, response):
+        yield {{"url": response.url}}
+        yield from response.follow_all("a[href]")
+'''
+
+
+def write_site_spider(path: Path, start: str) -> Path:
+    """A spider file (name "site") that yields each page's URL and follows every link,
+    for tests that run `scraper crawl` in a subprocess."""
+    path.write_text(SITE_SPIDER.format(start=start))
+    return path

@@ -15,21 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import write_site_spider
 from servers import Exchange, FaultServer
 
 from scraper.redis_frontier import drain_items, mark_exported, status
-
-SPIDER = '''
-from scraper import Spider
-
-class Site(Spider):
-    name = "site"
-    start_urls = ["{start}"]
-
-    def parse(self, response):
-        yield {{"url": response.url}}
-        yield from response.follow_all("a[href]")
-'''
 
 
 def free_port() -> int:
@@ -91,7 +80,7 @@ def test_processes_share_one_crawl(server: FaultServer, tmp_path: Path, redis_ur
     pages = 150
     slow_site(server, pages)
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/0")))
+    write_site_spider(spider, server.url("/0"))
     outputs = [tmp_path / f"items-{n}.jsonl" for n in range(processes)]
     running = [start(spider, redis_url, out) for out in outputs]
     for process in running:
@@ -117,7 +106,7 @@ def test_a_killed_process_loses_nothing(server: FaultServer, tmp_path: Path,
     pages = 120
     slow_site(server, pages, wait=0.02)
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/0")))
+    write_site_spider(spider, server.url("/0"))
     lease = ("-s", "frontier.lease_timeout=1")
     victim = start(spider, redis_url, tmp_path / "victim.jsonl", *lease)
     assert server.wait_for_requests(10, timeout=20)
@@ -145,7 +134,7 @@ def test_delay_holds_across_processes(server: FaultServer, tmp_path: Path,
     for i in range(8):
         server.add_page(f"/p/{i}")
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/")))
+    write_site_spider(spider, server.url("/"))
     running = [start(spider, redis_url, tmp_path / f"o{n}.jsonl", "-s", "crawl.delay=0.2",
                      "-s", "crawl.obey_robots=false") for n in range(2)]
     for process in running:
@@ -162,7 +151,7 @@ def test_export_drains_the_stream_once(server: FaultServer, tmp_path: Path,
     server.add_page("/", ["/a"])
     server.add_page("/a")
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/")))
+    write_site_spider(spider, server.url("/"))
     process = start(spider, redis_url, tmp_path / "o.jsonl")
     process.communicate(timeout=60)
     entries = list(drain_items(redis_url, "site"))
@@ -177,7 +166,7 @@ def test_status_and_export_commands(server: FaultServer, tmp_path: Path,
     server.add_page("/a")
     server.add_page("/b")
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/")))
+    write_site_spider(spider, server.url("/"))
     start(spider, redis_url, tmp_path / "o.jsonl").communicate(timeout=60)
 
     def scraper(*args: str) -> str:

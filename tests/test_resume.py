@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import crawl, link_spider
+from conftest import crawl, link_spider, write_site_spider
 from servers import Exchange, FaultServer
 
 from scraper.errors import ConfigError
@@ -26,17 +26,6 @@ from scraper.store import JobStore
 PAGES = 120
 WORKERS = 4
 
-SPIDER = '''
-from scraper import Spider
-
-class Site(Spider):
-    name = "site"
-    start_urls = ["{start}"]
-
-    def parse(self, response):
-        yield {{"url": response.url}}
-        yield from response.follow_all("a[href]")
-'''
 
 
 def slow_mesh(server: FaultServer, pages: int = PAGES) -> None:
@@ -83,7 +72,7 @@ def test_sigkill_and_resume_scrapes_every_page_once(server: FaultServer, tmp_pat
                                                     kill_after: list[int]) -> None:
     slow_mesh(server)
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/0")))
+    write_site_spider(spider, server.url("/0"))
     jobdir = tmp_path / "job"
     outputs = []
     for run, threshold in enumerate(kill_after):
@@ -114,7 +103,7 @@ def test_sigkill_during_output_finalisation(server: FaultServer, tmp_path: Path)
         server.add_page(f"/{i}", [f"/{i + 1}"] if i + 1 < pages else [])
         server.add_page(f"/{i}", [f"/{(i + k) % pages}" for k in (1, 2, 3)])
     spider = tmp_path / "site.py"
-    spider.write_text(SPIDER.format(start=server.url("/0")))
+    write_site_spider(spider, server.url("/0"))
     jobdir = tmp_path / "job"
     first = tmp_path / "first.jsonl"
     process = start(spider, jobdir, first)

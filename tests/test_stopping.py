@@ -12,26 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import crawl, link_spider
+from conftest import crawl, link_spider, write_site_spider
 from servers import Exchange, FaultServer
-
-SPIDER = '''
-from scraper import Spider
-
-class Site(Spider):
-    name = "site"
-    start_urls = ["{start}"]
-
-    def parse(self, response):
-        yield {{"url": response.url}}
-        yield from response.follow_all("a[href]")
-'''
 
 
 def write_spider(tmp_path: Path, start: str) -> Path:
     path = tmp_path / "site_spider.py"
-    path.write_text(SPIDER.format(start=start))
-    return path
+    return write_site_spider(path, start)
 
 
 def start_crawl(spider: Path, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
