@@ -142,8 +142,11 @@ def test_delay_holds_across_processes(server: FaultServer, tmp_path: Path,
         assert process.returncode == 0, stderr.decode()
     starts = sorted(r.started for r in server.requests)
     assert len(starts) == 9
-    # starts are spaced at the client; arrival at the server jitters by a few ms
-    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.18
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # Starts are spaced 0.2 s apart when handed out; the time from there to the server
+    # varies by some milliseconds per request (more on a busy machine).
+    assert min(gaps) >= 0.15
+    assert sum(gaps) / len(gaps) >= 0.195
 
 
 def test_export_drains_the_stream_once(server: FaultServer, tmp_path: Path,

@@ -48,12 +48,17 @@ def test_deadline_exits_3_on_time_with_finalised_output(server: FaultServer,
                                                          tmp_path: Path) -> None:
     hanging_site(server)
     spider = write_spider(tmp_path, server.url("/"))
+    # What starting Python and importing the CLI costs on this machine right now, so that
+    # a busy machine's slow start is not blamed on the deadline.
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import scraper.cli"], check=True)
+    startup = time.monotonic() - started
     started = time.monotonic()
     process = start_crawl(spider, tmp_path, "--deadline", "2", "-s", "crawl.per_host=4")
     process.communicate(timeout=10)
     took = time.monotonic() - started
     assert process.returncode == 3
-    assert took < 3.5
+    assert took - startup < 3.5  # on an idle machine took is about 2.6 s in all
     items, stats = read_outputs(tmp_path)
     assert len(items) == 11  # the index and the ten good pages, scraped before the deadline
     assert stats["finish_reason"] == "deadline" and stats["exit_code"] == 3
