@@ -187,3 +187,20 @@ def test_status_and_export_commands(server: FaultServer, tmp_path: Path,
     again = tmp_path / "again.jsonl"
     assert "0 items written" in scraper("export", "--backend", redis_url, "--name", "site",
                                         "-o", str(again))
+
+
+def test_cleanup_removes_the_crawls_keys_but_items_and_stats(server: FaultServer,
+                                                            tmp_path: Path,
+                                                            redis_url: str) -> None:
+    import redis
+
+    server.add_page("/", ["/a"])
+    server.add_page("/a")
+    spider = tmp_path / "site.py"
+    write_site_spider(spider, server.url("/"))
+    _, stderr = start(spider, redis_url, tmp_path / "o.jsonl",
+                      "-s", "frontier.cleanup=true").communicate(timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    keys = sorted(k.decode() for k in client.scan_iter(match="scraper:site:*"))
+    client.close()
+    assert keys == ["scraper:site:items", "scraper:site:stats"], stderr.decode()
