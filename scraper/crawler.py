@@ -159,6 +159,8 @@ class Crawler:
         finally:
             self._restore_signals(previous_handlers)
             self.client.close()
+            queued_left = self.store.queued() if self.store is not None \
+                else self.scheduler.counts["queued"]
             self.scheduler.close()
             reason = self._finish_reason or (
                 "max_pages" if self.scheduler.budget_exhausted else "finished"
@@ -175,7 +177,7 @@ class Crawler:
                 log.exception("spider.closed() raised")
         elapsed = time.monotonic() - started
         stats = self.stats.snapshot()
-        stats["queued_left"] = self.scheduler.counts["queued"]
+        stats["queued_left"] = queued_left
         stats["elapsed_s"] = round(elapsed, 3)
         stats["pages_per_s"] = round(stats["pages"] / elapsed, 1) if elapsed > 0 else 0.0
         stats["finish_reason"] = reason
