@@ -31,8 +31,6 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,39 +126,61 @@ def _exchange() -> Exchange | None:
     return getattr(_current, "exchange", None)
 
 
+class _Lookup:
+    __slots__ = ("done", "error", "infos")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.infos: list[Any] = []
+        self.error: BaseException | None = None
+
+
 class Resolver:
     """getaddrinfo in helper threads, with a timeout and a small TTL cache.
 
-    getaddrinfo cannot be interrupted; running it in a pool thread lets the caller give
-    up on time (the lookup finishes in the background and fills the cache).
+    getaddrinfo cannot be interrupted: running it in a daemon thread lets the caller give
+    up on time, and lets the process exit at a deadline even while a lookup hangs (the
+    threads of a ThreadPoolExecutor are joined at exit). Callers asking for the same
+    name share one lookup.
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scraper-dns")
         self._cache: dict[tuple[str, int], tuple[float, list[Any]]] = {}
+        self._pending: dict[tuple[str, int], _Lookup] = {}
         self._lock = threading.Lock()
 
     def resolve(self, host: str, port: int, timeout: float) -> list[Any]:
         key = (host, port)
-        now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
-        if hit and hit[0] > now:
-            return hit[1]
-        future = self._pool.submit(
-            socket.getaddrinfo, host, port, urllib3_connection.allowed_gai_family(),
-            socket.SOCK_STREAM,
-        )
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
+            lookup = self._pending.get(key)
+            if lookup is None:
+                lookup = self._pending[key] = _Lookup()
+                threading.Thread(target=self._run, args=(key, lookup), daemon=True,
+                                 name="scraper-dns").start()
+        if not lookup.done.wait(max(timeout, 0.001)):
+            raise TimeoutError(f"DNS lookup of {host} timed out")
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup.infos
+
+    def _run(self, key: tuple[str, int], lookup: _Lookup) -> None:
         try:
-            infos = future.result(timeout=max(timeout, 0.001))
-        except FutureTimeout:
-            raise TimeoutError(f"DNS lookup of {host} timed out") from None
+            lookup.infos = socket.getaddrinfo(key[0], key[1],
+                                              urllib3_connection.allowed_gai_family(),
+                                              socket.SOCK_STREAM)
+        except OSError as exc:
+            lookup.error = exc
         with self._lock:
-            self._cache[key] = (now + DNS_TTL, infos)
-        return infos
+            if lookup.error is None:
+                self._cache[key] = (time.monotonic() + DNS_TTL, lookup.infos)
+            self._pending.pop(key, None)
+        lookup.done.set()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: lookup threads are daemons that end on their own."""
 
 
 def _is_ip(host: str) -> bool:
