@@ -123,4 +123,4 @@ def main() -> None:
 
 
 # The commands register themselves on `main` when their modules are imported.
-from . import crawling, jobs, tools  # noqa: E402,F401
+from . import bench, crawling, jobs, tools  # noqa: E402,F401
