@@ -42,7 +42,7 @@ from .urls import origin
 log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
-SEQ_SPAN = 2**32  # priority * SEQ_SPAN + sequence: one sortable score
+SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
 
 _ADD = """
 -- KEYS: none (prefix in ARGV[1]); ARGV: prefix, now_ms, per_host, then triples
@@ -206,6 +206,7 @@ class RedisScheduler(Scheduler):
         self._reap_script = self._redis.register_script(_REAP)
         self._renew_script = self._redis.register_script(_RENEW)
         self._held: set[int] = set()
+        self._sent: set[str] = set()  # fingerprints this process already sent to Redis
         self._held_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._closing = threading.Event()
@@ -233,13 +234,29 @@ class RedisScheduler(Scheduler):
         return args
 
     def add(self, requests: Iterable[Request]) -> int:
-        accepted = self._accept(requests)
-        if not accepted:
-            return 0
-        queued, duplicates = self._call(
-            self._add_script, [self._now_ms(), self._per_host, *self._encode(accepted)])
-        if duplicates:
-            self._stats.inc("filtered_duplicate", int(duplicates))
+        """Queue requests not seen by any process. Fingerprints this process already sent
+        are dropped here, without a round trip (most links on a page were seen before)."""
+        accepted = []
+        keys = []
+        local_duplicates = 0
+        sent = self._sent
+        for request in self._accept(requests):
+            if not request.dont_filter:
+                key = fingerprint(request)
+                if key in sent:
+                    local_duplicates += 1
+                    continue
+                keys.append(key)
+            accepted.append(request)
+        queued = duplicates = 0
+        if accepted:
+            queued, duplicates = self._call(
+                self._add_script, [self._now_ms(), self._per_host, *self._encode(accepted)])
+            if len(sent) + len(keys) > SENT_CACHE:
+                sent.clear()  # bounded memory; Redis stays the authority on what was seen
+            sent.update(keys)  # only once Redis has them
+        if duplicates or local_duplicates:
+            self._stats.inc("filtered_duplicate", int(duplicates) + local_duplicates)
         return int(queued)
 
     # -- handing out ---------------------------------------------------------------------
