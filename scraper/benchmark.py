@@ -78,11 +78,12 @@ def product_page(i: int, products: int) -> bytes:
 _NOT_FOUND = b"<!doctype html><html><head><title>Not found</title></head></html>"
 
 
-def _head(status: bytes, length: int, close: bool) -> bytes:
+def _head(status: bytes, length: int, connection: bytes = b"") -> bytes:
+    """A response head; `connection`: the Connection header's value, if any."""
     return (b"HTTP/1.1 " + status + b"\r\nServer: scraper-bench\r\n"
             b"Content-Type: text/html; charset=utf-8\r\nContent-Length: "
-            + str(length).encode() + (b"\r\nConnection: close" if close else b"")
-            + b"\r\n\r\n")
+            + str(length).encode()
+            + (b"\r\nConnection: " + connection if connection else b"") + b"\r\n\r\n")
 
 
 # -- the server (runs in its own process) ----------------------------------------------------
@@ -127,8 +128,9 @@ class CatalogueServer:
                 "bytes_sent": self.bytes_sent,
                 "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
 
-    def respond(self, method: bytes, target: bytes, close: bool) -> bytes:
-        """The whole response (head and body) to one request."""
+    def respond(self, method: bytes, target: bytes, connection: bytes = b"") -> bytes:
+        """The whole response (head and body) to one request; `connection`: the value
+        of its Connection header (`close`, or `keep-alive` for an HTTP/1.0 client)."""
         path = target.split(b"?", 1)[0].split(b"#", 1)[0]
         body = None
         if path == b"/":
@@ -140,7 +142,7 @@ class CatalogueServer:
         status = b"200 OK"
         if body is None:
             status, body = b"404 Not Found", _NOT_FOUND
-        head = _head(status, len(body), close)
+        head = _head(status, len(body), connection)
         return head if method == b"HEAD" else head + body
 
     def serve_forever(self, control: int, report: IO[str]) -> None:
@@ -229,14 +231,18 @@ class CatalogueServer:
             del inbuf[:end + 4 + body_length]
             if len(parts) != 3:
                 connection.close_after = True
-                responses.append(_head(b"400 Bad Request", 0, True))
+                responses.append(_head(b"400 Bad Request", 0, b"close"))
                 break
             method, target, version = parts
-            close = b"connection: close" in lower or (
-                version == b"HTTP/1.0" and b"connection: keep-alive" not in lower)
+            if b"connection: close" in lower:
+                header = b"close"
+            elif version == b"HTTP/1.0":  # persistent only when asked for, and said so
+                header = b"keep-alive" if b"connection: keep-alive" in lower else b"close"
+            else:
+                header = b""
             self.requests += 1
-            responses.append(self.respond(method, target, close))
-            connection.close_after = close
+            responses.append(self.respond(method, target, header))
+            connection.close_after = header == b"close"
         if responses:
             self._send(connection, b"".join(responses))
 

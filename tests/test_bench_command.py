@@ -48,7 +48,7 @@ def _exchange(sock: socket.socket, request: bytes, responses: int) -> list[bytes
     return heads
 
 
-def test_bench_server_keep_alive_pipelining_and_close() -> None:
+def test_bench_server_keep_alive_pipelining_http10_and_close() -> None:
     with BenchServer(10) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         heads = _exchange(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -56,9 +56,11 @@ def test_bench_server_keep_alive_pipelining_and_close() -> None:
                                 b"GET /p/9.html HTTP/1.1\r\nHost: x\r\n\r\n", 3)
         assert [h.split(b"\r\n")[0] for h in heads] == [
             b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found"]
+        heads = _exchange(sock, b"GET /p/1.html HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", 1)
+        assert b"Connection: keep-alive" in heads[0]  # an HTTP/1.0 client is told
         heads = _exchange(sock, b"GET /p/0.html HTTP/1.1\r\nConnection: close\r\n\r\n", 1)
         assert b"Connection: close" in heads[0]
         assert sock.recv(1) == b""  # closed after the response
         counts = server.stats()
     assert counts["connections"] == 1
-    assert counts["requests"] == 4
+    assert counts["requests"] == 5
