@@ -299,6 +299,18 @@ class _LongestIdleFirstQueue(queue.Queue):  # type: ignore[type-arg]
         self._placeholders -= 1
         return None
 
+    def close_idle(self, idle_before: float) -> int:
+        """Close the pooled connections idle since before `idle_before` (the oldest are at
+        the front), leaving placeholders: frees sockets of hosts no longer crawled."""
+        closed = []
+        with self.mutex:
+            while self.queue and self.queue[0].idle_since < idle_before:
+                closed.append(self.queue.popleft())
+                self._placeholders += 1
+        for conn in closed:
+            conn.close()
+        return len(closed)
+
 
 class _IdleEvictingPoolMixin:
     """Closes pooled connections idle longer than `idle_timeout` before they are reused."""
@@ -455,15 +467,28 @@ class Client:
     # -- cancellation -------------------------------------------------------------------
 
     def _watch(self) -> None:
-        """Cancel exchanges past their own time limit (`http.request_timeout` or deadline)."""
+        """Cancel exchanges past their own time limit (`http.request_timeout` or deadline),
+        and every second close pooled connections idle past `http.idle_timeout`."""
+        next_sweep = time.monotonic() + 1.0
         while not self._closing.wait(0.05):
             now = time.monotonic()
+            if now >= next_sweep:
+                self._sweep_idle(now - self.settings.idle_timeout)
+                next_sweep = now + 1.0
             with self._lock:
                 late = [ex for ex in self._exchanges if ex.expires <= now]
             for exchange in late:
                 reason = "deadline" if self.deadline is not None and now >= self.deadline \
                     else "timeout"
                 exchange.cancel(reason)
+
+    def _sweep_idle(self, idle_before: float) -> None:
+        pools = self._pm.pools
+        for key in pools.keys():  # noqa: SIM118 - RecentlyUsedContainer has no __iter__
+            pool = pools._container.get(key)  # reading without touching the LRU order
+            queue_ = getattr(pool, "pool", None)
+            if isinstance(queue_, _LongestIdleFirstQueue):
+                queue_.close_idle(idle_before)
 
     def cancel_all(self, reason: str) -> None:
         """Cancel every request in flight (deadline, second interrupt)."""

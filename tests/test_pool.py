@@ -124,3 +124,41 @@ def test_url_variants_are_fetched_once(server: FaultServer) -> None:
     assert server.count("/") == 1
     assert result.stats["pages"] == 2
     assert result.stats["filtered_duplicate"] >= len(variants)
+
+
+def test_idle_connections_are_closed_in_the_background(server: FaultServer) -> None:
+    """Pooled connections idle past http.idle_timeout are closed by the client's sweep,
+    so a crawl that moved on from a host does not keep its sockets open."""
+    from scraper.client import Client
+    from scraper.settings import HttpSettings
+    from scraper.stats import Stats
+
+    server.add_page("/")
+    stats = Stats()
+    client = Client(HttpSettings(idle_timeout=0.2), per_host=2, stats=stats)
+    try:
+        client.fetch("GET", server.url("/"))
+        assert server.open_connections == 1
+        closed = threading.Event()
+        deadline = 5.0
+        while not closed.wait(0.05) and deadline > 0:  # the server exposes no event for it
+            deadline -= 0.05
+            if server.open_connections == 0:
+                closed.set()
+        assert closed.is_set()
+        assert stats.get("connections_closed") == 1
+    finally:
+        client.close()
+
+
+def test_many_hosts_open_one_connection_each(make_server) -> None:  # type: ignore[no-untyped-def]
+    hosts = [make_server() for _ in range(12)]
+    for index, host in enumerate(hosts):
+        following = hosts[(index + 1) % len(hosts)]
+        for i in range(10):
+            host.add_page(f"/{i}", [f"/{i + 1}" if i < 9 else "/0", following.url(f"/{i}")])
+    spider = link_spider(hosts[0].url("/0"), allowed_domains=["127.0.0.1"])
+    result = crawl(spider, crawl__per_host=1, crawl__workers=4)
+    assert result.stats["pages"] == 120
+    assert result.stats["connections_opened"] == 12 == sum(h.connections_accepted
+                                                           for h in hosts)
