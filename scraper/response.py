@@ -61,7 +61,7 @@ def _detect(sample: bytes) -> str:
     which is what browsers assume for undeclared Western pages."""
     for match in charset_normalizer.from_bytes(sample):
         name = _known_codec(match.encoding)
-        if name in _WEB_ENCODINGS:
+        if name is not None and name in _WEB_ENCODINGS:
             return name
     return "cp1252"
 

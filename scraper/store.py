@@ -85,7 +85,7 @@ def dump_request(spider: Any, request: Request) -> str:
             from None
 
 
-def load_request(spider: Any, payload: str, row_id: int) -> Request:
+def load_request(spider: Any, payload: str, row_id: int | None) -> Request:
     data = json.loads(payload)
     request = Request(
         data["url"],
@@ -248,10 +248,8 @@ class JobStore:
             ).fetchone()
         if row is None:
             return None, None, []
-        children = [load_request(self.spider, payload, None) for payload in
-                    json.loads(row[2] or "[]")]  # type: ignore[arg-type]
-        for child in children:
-            child.store_id = None
+        children = [load_request(self.spider, payload, None)
+                    for payload in json.loads(row[2] or "[]")]
         return row[0], row[1], children
 
     def remember(self, url: str, etag: str | None, last_modified: str | None,
