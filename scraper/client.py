@@ -52,6 +52,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.util import connection as urllib3_connection
+from urllib3.util import make_headers
 from urllib3.util.request import ACCEPT_ENCODING
 from urllib3.util.ssl_ import create_urllib3_context
 from urllib3.util.url import parse_url
@@ -444,14 +445,18 @@ class Client:
             {**pool_attrs, "ConnectionCls": https_conn},
         )
         pool_kw: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if not http.verify_tls else {}
-        self._pm = urllib3.PoolManager(
-            num_pools=http.max_hosts,
-            maxsize=per_host,
-            block=True,
-            retries=False,
-            ssl_context=context,
-            **pool_kw,
-        )
+        pool_kw.update(num_pools=http.max_hosts, maxsize=per_host, block=True, retries=False,
+                       ssl_context=context)
+        self._proxied = bool(http.proxy)
+        if http.proxy:
+            # Credentials in the proxy URL become a Proxy-Authorization header sent to
+            # the proxy only (https goes through a CONNECT tunnel); never logged.
+            proxy = parse_url(http.proxy)
+            headers = make_headers(proxy_basic_auth=proxy.auth) if proxy.auth else None
+            self._pm = urllib3.ProxyManager(proxy._replace(auth=None).url,
+                                            proxy_headers=headers, **pool_kw)
+        else:
+            self._pm = urllib3.PoolManager(**pool_kw)
         self._pm.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
         self._base_headers = {
             "User-Agent": http.user_agent,
@@ -555,12 +560,16 @@ class Client:
         self.stats.inc("requests")
         response = None
         try:
-            pool = self._pm.connection_from_host(*self._pool_key(url))
-            response = pool.urlopen(
-                method, _request_target(url), body=body, headers=headers, retries=False,
-                redirect=False, assert_same_host=False, timeout=timeout, pool_timeout=remaining,
-                preload_content=False, decode_content=True,
-            )
+            options: dict[str, Any] = {
+                "body": body, "headers": headers, "retries": False, "redirect": False,
+                "timeout": timeout, "pool_timeout": remaining, "preload_content": False,
+                "decode_content": True}
+            if self._proxied:  # the ProxyManager sets the proxy's headers and target form
+                response = self._pm.urlopen(method, url, **options)
+            else:
+                pool = self._pm.connection_from_host(*self._pool_key(url))
+                response = pool.urlopen(method, _request_target(url), assert_same_host=False,
+                                        **options)
             declared = response.length_remaining
             if declared is not None and declared > settings.max_body \
                     and not response.headers.get("content-encoding"):

@@ -16,7 +16,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
 
@@ -78,6 +85,14 @@ class HttpSettings(_Section):
     user_agent: str = "scraper/0.1 (+https://github.com/scraper)"
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
+    proxy: str = ""
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// proxy URL, like http://user:pass@host:3128")
+        return value
 
 
 class RetrySettings(_Section):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import socket
 import threading
 import time
@@ -295,3 +297,26 @@ def test_connection_refused_is_a_connection_failure() -> None:
     stats, took = timed(one_url_spider(f"http://127.0.0.1:{port}/"), retry__attempts=1)
     assert stats["failed_reasons"] == {"connection": 1}
     assert took < 2.0
+
+
+def test_requests_go_through_the_proxy_with_its_credentials(
+        server: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The proxy gets absolute-form requests for plain http and the Proxy-Authorization
+    built from the proxy URL; the password appears in no log and no stat."""
+    server.add_page("http://shop.test/", ["/a"])
+    server.add_page("http://shop.test/a")
+    proxy = f"http://crawler:s3cret@127.0.0.1:{server.port}"
+    result = crawl(link_spider("http://shop.test/"), http__proxy=proxy)
+    assert result.stats["pages"] == 2 and result.stats["failed"] == 0
+    first = server.requests[0]
+    assert first.path == "http://shop.test/"
+    expected = "Basic " + base64.b64encode(b"crawler:s3cret").decode()
+    assert first.headers["proxy-authorization"] == expected
+    assert "s3cret" not in caplog.text and "s3cret" not in json.dumps(result.stats)
+
+
+def test_a_proxy_url_must_be_http(server: FaultServer) -> None:
+    from scraper.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"http.proxy = 'socks5://h:1'"):
+        crawl(link_spider(server.url("/")), http__proxy="socks5://h:1")
