@@ -379,13 +379,12 @@ class RetryPolicy:
             multiplier=settings.backoff, max=settings.max_backoff
         ) + tenacity.wait_random(0, settings.backoff)
         self._max_backoff = settings.max_backoff
-        self._retry = tenacity.retry_if_exception(self._retryable)
-        self._method = "GET"
 
-    def _retryable(self, exc: BaseException) -> bool:
+    @staticmethod
+    def _retryable(method: str, exc: BaseException) -> bool:
         if not isinstance(exc, FetchError) or not exc.retryable:
             return False
-        if self._method in REPLAYABLE:
+        if method in REPLAYABLE:
             return True
         return isinstance(exc, ConnectError | StatusError)
 
@@ -396,8 +395,11 @@ class RetryPolicy:
         outcome: Any = tenacity.Future(attempt)
         outcome.set_exception(error)
         state.outcome = outcome
-        self._method = method.upper()
-        if not self._retry(state) or self._stop(state):
+        # A predicate per call: the policy is shared by every worker thread, so the
+        # method must not be kept on it between calls.
+        method = method.upper()
+        retry = tenacity.retry_if_exception(lambda exc: self._retryable(method, exc))
+        if not retry(state) or self._stop(state):
             return None
         wait = self._wait(state)
         retry_after = getattr(error, "retry_after", None)
