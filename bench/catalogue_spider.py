@@ -1,18 +1,8 @@
-"""The benchmark spider: the synthetic catalogue of the benchmark kit (gen_site.py)."""
+"""The benchmark spider for `scraper crawl bench/catalogue_spider.py`: the one that
+`scraper bench` uses (one item per page, every link followed), under a name of its own."""
 
-from scraper import Spider
+from scraper.benchmark import BenchCatalogue as _BenchCatalogue
 
 
-class BenchCatalogue(Spider):
+class BenchCatalogue(_BenchCatalogue):
     name = "bench_catalogue"
-    start_urls = ["http://127.0.0.1:8082/"]
-
-    def __init__(self, start: str | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        if start:
-            self.start_urls = [start]
-
-    def parse(self, response):
-        title = response.css_first("title")
-        yield {"url": response.url, "title": title.text() if title else None}
-        yield from response.follow_all("a[href]")

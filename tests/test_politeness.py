@@ -86,14 +86,19 @@ def test_robots_is_fetched_again_after_its_ttl(server: FaultServer) -> None:
     assert server.count("/robots.txt") >= 2
 
 
-def test_autothrottle_slows_down_to_the_servers_latency(server: FaultServer) -> None:
+def slow_leaves(server: FaultServer, count: int = 16) -> None:
+    """An index linking to `count` pages that each take 0.1 s to answer."""
     def slow(exchange: Exchange) -> None:
         exchange.wait(0.1)
         exchange.respond(200, "<html></html>", {"Content-Type": "text/html"})
 
-    server.add_page("/", [f"/p/{i}" for i in range(16)])
-    for i in range(16):
+    server.add_page("/", [f"/p/{i}" for i in range(count)])
+    for i in range(count):
         server.add_handler(f"/p/{i}", slow)
+
+
+def test_autothrottle_slows_down_to_the_servers_latency(server: FaultServer) -> None:
+    slow_leaves(server)
     crawl(link_spider(server.url("/")), crawl__autothrottle=True, crawl__per_host=4,
           crawl__workers=4)
     later = gaps(server, "/p/")[6:]  # once the delay has adapted
@@ -102,12 +107,6 @@ def test_autothrottle_slows_down_to_the_servers_latency(server: FaultServer) -> 
 
 def test_without_autothrottle_the_same_site_is_hit_concurrently(server: FaultServer) -> None:
     """The negative control for the test above."""
-    def slow(exchange: Exchange) -> None:
-        exchange.wait(0.1)
-        exchange.respond(200, "<html></html>", {"Content-Type": "text/html"})
-
-    server.add_page("/", [f"/p/{i}" for i in range(16)])
-    for i in range(16):
-        server.add_handler(f"/p/{i}", slow)
+    slow_leaves(server)
     crawl(link_spider(server.url("/")), crawl__per_host=4, crawl__workers=4)
     assert min(gaps(server, "/p/")[6:]) < 0.05
