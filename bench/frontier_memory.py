@@ -14,10 +14,11 @@ import sys
 CHILD = r"""
 import json, resource, sys, time, tempfile
 from scraper.request import Request
-from scraper.scheduler import Scheduler
+from scraper.frontier.base import FrontierOptions
+from scraper.frontier.local import LocalFrontier, MemoryBacking, StoreBacking
 from scraper.spider import Spider
 from scraper.stats import Stats
-from scraper.store import JobStore
+from scraper.frontier.jobstore import JobStore
 
 backend, n = sys.argv[1], int(sys.argv[2])
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -26,7 +27,8 @@ if backend == "sqlite":
     spider = Spider()
     spider.name = "bench"
     store = JobStore(tempfile.mkdtemp(prefix="frontier-bench-"), spider)
-scheduler = Scheduler(Stats(), per_host=8, store=store)
+backing = MemoryBacking() if store is None else StoreBacking(store)
+scheduler = LocalFrontier(FrontierOptions(per_host=8), Stats(), backing)
 started = time.perf_counter()
 batch = []
 for i in range(n):
@@ -37,7 +39,7 @@ for i in range(n):
 scheduler.add(batch)
 elapsed = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-queued = scheduler.counts["queued"] if store is None else store.queued()
+queued = scheduler.counts()["queued"] if store is None else store.queued()
 print(json.dumps({"backend": backend, "urls": n, "queued": queued,
                   "peak_rss_mb": round(peak / 1024, 1),
                   "growth_mb": round((peak - baseline) / 1024, 1),

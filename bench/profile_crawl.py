@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue_spider import BenchCatalogue
 
 import scraper
-from scraper.crawler import Crawler
+from scraper.engine import Engine
 
 
 def main() -> int:
@@ -33,15 +33,15 @@ def main() -> int:
 
     profiles: list[cProfile.Profile] = []
     lock = threading.Lock()
-    original = Crawler._worker
+    original = Engine.work
 
-    def profiled_worker(self: Crawler) -> None:
+    def profiled_worker(self: Engine) -> None:
         profile = cProfile.Profile()
         with lock:
             profiles.append(profile)
         profile.runcall(original, self)
 
-    Crawler._worker = profiled_worker  # type: ignore[method-assign]
+    Engine.work = profiled_worker  # type: ignore[method-assign]
     result = scraper.crawl(BenchCatalogue, {
         "crawl.workers": args.workers, "crawl.per_host": args.workers,
         "crawl.max_pages": args.pages, "crawl.obey_robots": False}, start=args.start)

@@ -77,7 +77,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scraper.redis_frontier import connect, status
+from scraper.frontier.shared import connect, status
 
 if TYPE_CHECKING:
     import redis
@@ -163,7 +163,7 @@ class Run:
     script_failed_calls: int | None = None  # NOSCRIPT replies (redis-py then loads it)
     commands: int | None = None  # total_commands_processed, this script's INFO excluded
     commands_by_name: dict[str, int] = field(default_factory=dict)
-    crawl_status: dict[str, Any] | None = None  # scraper.redis_frontier.status()
+    crawl_status: dict[str, Any] | None = None  # scraper.frontier.shared.status()
 
     @property
     def pages(self) -> int:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .crawler import Crawler, CrawlResult
+from .chain import check_disabled
+from .engine import CrawlResult, Engine
 from .errors import ConfigError
 from .exporters import Exporter
 from .jobs import append_history, get_job, job_lock, job_overrides, load_jobs, run_record
 from .loader import find_spider
-from .settings import LoadedSettings, load
+from .settings import LoadedSettings, Settings, load
 from .spider import Spider
 
 
@@ -69,9 +70,8 @@ def run_job(name: str, *, settings_file: str | Path | None = None,
             instance, loaded = prepare(job.spec.spider, settings_file=path,
                                        settings=job_overrides(job),
                                        spider_args=job.spec.args)
-            outputs = [Exporter(output)] if output else []
-            result = Crawler(instance, loaded.settings, outputs=outputs,
-                             handle_signals=handle_signals, **crawler_options).run()
+            result = build_crawler(instance, loaded.settings, outputs=[output] if output else (),
+                                   handle_signals=handle_signals, **crawler_options).run()
         except ConfigError as exc:
             append_history(job, run_record(job, started, time.time(), 2, output, None,
                                            str(exc)))
@@ -98,6 +98,30 @@ def crawl(
     """
     instance, loaded = prepare(spider, settings_file=settings_file, settings=settings,
                                spider_args=spider_args)
-    outputs = [Exporter(output)] if output else []
-    crawler = Crawler(instance, loaded.settings, outputs=outputs, collect_items=True)
-    return crawler.run()
+    return build_crawler(instance, loaded.settings, outputs=[output] if output else (),
+                         collect_items=True).run()
+
+
+def build_crawler(
+    spider: Spider,
+    settings: Settings,
+    *,
+    outputs: Iterable[str | Exporter] = (),
+    collect_items: bool = False,
+    handle_signals: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    progress_interval: float | None = None,
+) -> Engine:
+    """The one place a crawl is wired together (the API, the CLI and `scraper bench`).
+
+    `outputs`: paths as for `-o` (or exporters). `collect_items`: keep the items in the
+    result (the Python API). `handle_signals`: SIGINT/SIGTERM stop the crawl gracefully
+    (the main thread only). `on_progress(snapshot)` every `progress_interval` seconds.
+    """
+    check_disabled(settings)
+    exporters = [o if isinstance(o, Exporter) else Exporter(o) for o in outputs]
+    options: dict[str, Any] = {}
+    if progress_interval is not None:
+        options["progress_interval"] = progress_interval
+    return Engine(spider, settings, outputs=exporters, collect_items=collect_items,
+                  handle_signals=handle_signals, on_progress=on_progress, **options)

@@ -399,7 +399,7 @@ def run_benchmark(pages: int = 5000, workers: int = 16, per_host: int | None = N
     (`SECTION.KEY=VALUE`); no settings file is read. Without `url`, `server_*` keys hold
     what the server counted; with `url` they are None.
     """
-    from .crawler import Crawler
+    from .api import build_crawler
     from .settings import Layer, build, layer_from_pairs
 
     per_host = per_host or workers
@@ -410,9 +410,10 @@ def run_benchmark(pages: int = 5000, workers: int = 16, per_host: int | None = N
     server = BenchServer(pages) if url is None else None
     with server if server is not None else contextlib.nullcontext():
         start = url or server.url  # type: ignore[union-attr]
-        crawler = Crawler(BenchCatalogue(start=start), settings, handle_signals=handle_signals,
-                          on_progress=on_progress or (lambda snapshot: None),
-                          progress_interval=progress_interval)
+        crawler = build_crawler(BenchCatalogue(start=start), settings,
+                                handle_signals=handle_signals,
+                                on_progress=on_progress or (lambda snapshot: None),
+                                progress_interval=progress_interval)
         idle = server.stats() if server is not None else None
         before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()

@@ -518,14 +518,15 @@ class Client:
     # -- fetching -----------------------------------------------------------------------
 
     def fetch(self, method: str, url: str, headers: Mapping[str, str] | None = None,
-              body: bytes | None = None) -> FetchResult:
+              body: bytes | None = None, *, timeout: float | None = None) -> FetchResult:
         """One exchange, with at most one immediate retry for a stale reused connection.
 
         Raises a `FetchError` subclass. A status in `retry.statuses` raises `StatusError`
-        (the caller's retry policy decides); any other status is returned.
+        (the caller's retry policy decides); any other status is returned. `timeout`
+        bounds the whole exchange instead of `http.request_timeout`.
         """
         start = time.monotonic()
-        expires = start + self.settings.request_timeout
+        expires = start + (timeout if timeout is not None else self.settings.request_timeout)
         if self.deadline is not None:
             if self.deadline <= start:
                 raise Cancelled("deadline reached before the request started", url)

@@ -12,7 +12,10 @@ ScraperError
 │   ├── StatusError (.status)         reason "status:NNN" (retryable statuses, given up)
 │   ├── RedirectError                 reason "redirect" (loop, too many, bad Location)
 │   └── Cancelled                     reason "deadline" / "interrupted"
-└── ItemError                         an item that failed validation
+├── ItemError                         an item that failed validation
+└── FatalError (.path)                the crawl cannot go on -> finish_reason "error", exit 1
+    ├── OutputError                   an output file cannot be written (ENOSPC, EMFILE, ...)
+    └── StoreError                    the frontier's store (jobdir, Redis) cannot be used
 DropItem, CloseSpider                 signals raised by user code, not failures
 ```
 """
@@ -107,3 +110,22 @@ class CloseSpider(Exception):
     def __init__(self, reason: str = "closespider") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class FatalError(ScraperError):
+    """The crawl cannot go on: it stops promptly with finish_reason `error` (exit 1),
+    keeping what was already written. `where` names the file or store."""
+
+    def __init__(self, where: str, error: BaseException | str) -> None:
+        detail = error if isinstance(error, str) else (
+            getattr(error, "strerror", None) or str(error) or type(error).__name__)
+        super().__init__(f"{where}: {detail}")
+        self.where = where
+
+
+class OutputError(FatalError):
+    """An output (`-o`, `[outputs.NAME]`) cannot be written or finalised."""
+
+
+class StoreError(FatalError):
+    """The frontier's store (the jobdir's SQLite file, Redis) cannot be read or written."""

@@ -13,13 +13,16 @@ class Request:
 
     `callback(response)` yields items and requests; `errback(failure)` is called with a
     `Failure` when the request ends without a response. `dont_filter=True` skips dedup.
-    `priority`: higher is fetched first within a host.
+    `priority`: higher is fetched first within a host. `cb_kwargs`: keyword arguments
+    for the callback. `timeout`: seconds for the whole exchange (else
+    `http.request_timeout`).
     """
 
     __slots__ = (
         "attempt",
         "body",
         "callback",
+        "cb_kwargs",
         "depth",
         "dont_filter",
         "errback",
@@ -29,6 +32,7 @@ class Request:
         "priority",
         "redirect_chain",
         "store_id",
+        "timeout",
         "url",
     )
 
@@ -43,6 +47,8 @@ class Request:
         meta: dict[str, Any] | None = None,
         dont_filter: bool = False,
         errback: Callback | None = None,
+        cb_kwargs: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"Request url must be a str, got {type(url).__name__}")
@@ -55,6 +61,8 @@ class Request:
         self.meta = meta if meta is not None else {}
         self.dont_filter = dont_filter
         self.errback = errback
+        self.cb_kwargs = dict(cb_kwargs) if cb_kwargs else None  # extra callback arguments
+        self.timeout = timeout  # seconds for this exchange (else http.request_timeout)
         self.depth = 0
         self.attempt = 1
         self.redirect_chain: tuple[str, ...] = ()

@@ -72,6 +72,11 @@ class CrawlSettings(_Section):
     max_url_length: int = Field(2083, ge=0)
     max_repeated_segments: int = Field(3, ge=0)
     sort_query: bool = False
+    max_items: int = Field(0, ge=0)
+    max_errors: int = Field(0, ge=0)
+    stop_if_no_items_for: Duration = 0.0
+    middlewares: list[str] = Field(default_factory=list)
+    disable: list[str] = Field(default_factory=list)
 
 
 class HttpSettings(_Section):

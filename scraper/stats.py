@@ -27,6 +27,9 @@ COUNTERS = (
     "filtered_offsite",
     "filtered_depth",
     "filtered_bad_url",
+    "filtered_robots",
+    "filtered_trap",
+    "pipeline_errors",
 )
 
 

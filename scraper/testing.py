@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .crawler import CrawlResult
+    from .engine import CrawlResult
     from .request import Request
     from .response import Response
     from .spider import Spider

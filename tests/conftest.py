@@ -12,7 +12,7 @@ from servers import FaultServer
 
 import scraper
 from scraper import Spider
-from scraper.crawler import CrawlResult
+from scraper.engine import CrawlResult
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import write_site_spider
 from servers import Exchange, FaultServer
 
-from scraper.redis_frontier import drain_items, mark_exported, status
+from scraper.frontier.shared import drain_items, mark_exported, status
 
 
 def free_port() -> int:

@@ -19,9 +19,9 @@ from servers import Exchange, FaultServer
 
 from scraper.errors import ConfigError
 from scraper.exporters import Exporter
+from scraper.frontier.jobstore import JobStore
 from scraper.request import Request
 from scraper.spider import Spider
-from scraper.store import JobStore
 
 PAGES = 120
 WORKERS = 4

@@ -13,7 +13,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+from ..exits import EXIT_FAILURES as EXIT_FAILURES
+from ..exits import EXIT_OK as EXIT_OK
+from ..exits import EXIT_USAGE
+
 SUMMARY_KEYS = (
     "finish_reason", "exit_code", "elapsed_s", "pages", "pages_per_s", "items", "requests",
     "responses", "failed", "retries", "stale_retries", "connections_opened",

@@ -25,7 +25,7 @@ from . import (
 )
 
 if TYPE_CHECKING:
-    from ..crawler import CrawlResult
+    from ..engine import CrawlResult
     from ..progress import _Reporter
     from ..settings import LoadedSettings
 
@@ -43,18 +43,17 @@ def _reporter(mode: str, log_format: str, quiet: bool, label: str) -> _Reporter:
 def _run_crawl(spider: str, *, spider_args: dict[str, Any], overrides: list[str],
                output: str | None, deadline: str | None, stats_path: str | None,
                settings_file: str | None, reporter: _Reporter) -> CrawlResult:
-    from ..api import prepare
-    from ..crawler import Crawler
-    from ..exporters import Exporter, write_json_atomic
+    from ..api import build_crawler, prepare
+    from ..exporters import write_json_atomic
 
     if deadline is not None:
         overrides = [*overrides, f"crawl.deadline={deadline!r}"]
     with _config_errors():
         instance, loaded = prepare(spider, settings_file=settings_file, overrides=overrides,
                                    spider_args=spider_args)
-        outputs = [Exporter(output)] if output else []
-        crawler = Crawler(instance, loaded.settings, outputs=outputs, handle_signals=True,
-                          on_progress=reporter, progress_interval=reporter.interval)
+        crawler = build_crawler(instance, loaded.settings, outputs=[output] if output else (),
+                                handle_signals=True, on_progress=reporter,
+                                progress_interval=reporter.interval)
         with reporter:
             result = crawler.run()
     if stats_path:

@@ -180,7 +180,7 @@ def status(backend: str, crawl_name: str, as_json: bool, watch: float | None) ->
     Example:
       scraper status --backend redis://10.0.0.5:6379/0 --name catalogue --watch 5
     """
-    from ..redis_frontier import status as read_status
+    from ..frontier.shared import status as read_status
 
     stop = threading.Event()
     while True:
@@ -212,7 +212,7 @@ def export(backend: str, crawl_name: str, output: str) -> None:
       scraper export --backend redis://127.0.0.1:6379/0 --name catalogue -o items.jsonl
     """
     from ..exporters import Exporter
-    from ..redis_frontier import drain_items, mark_exported
+    from ..frontier.shared import drain_items, mark_exported
 
     with _config_errors():
         exporter = Exporter(output)

@@ -11,6 +11,7 @@ redone and an export that completed is never repeated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -19,8 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .request import Request
+from ..errors import ConfigError, StoreError
+from ..request import Request
+from .codec import dump_request, fingerprint, load_request
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -44,67 +46,6 @@ CREATE TABLE IF NOT EXISTS item_fingerprints (fingerprint TEXT PRIMARY KEY) WITH
 """
 
 
-def fingerprint(request: Request) -> str:
-    """The dedup key: the canonical URL for GET, else method, URL and a body digest."""
-    if request.method == "GET" and not request.body:
-        return request.url
-    digest = hashlib.sha1(request.body or b"").hexdigest()
-    return f"{request.method} {request.url} {digest}"
-
-
-def _callback_name(spider: Any, callback: Any, what: str, url: str) -> str | None:
-    if callback is None:
-        return None
-    name = getattr(callback, "__name__", None)
-    if name is None or getattr(spider, name, None) != callback:
-        raise ConfigError(
-            f"with a jobdir, a request's {what} must be a method of the spider "
-            f"(got {callback!r} for {url})"
-        )
-    return str(name)
-
-
-def dump_request(spider: Any, request: Request) -> str:
-    try:
-        return json.dumps({
-            "url": request.url,
-            "method": request.method,
-            "headers": request.headers,
-            "body": request.body.decode("latin-1") if request.body else None,
-            "priority": request.priority,
-            "meta": request.meta,
-            "dont_filter": request.dont_filter,
-            "callback": _callback_name(spider, request.callback, "callback", request.url),
-            "errback": _callback_name(spider, request.errback, "errback", request.url),
-            "depth": request.depth,
-            "attempt": request.attempt,
-            "redirect_chain": request.redirect_chain,
-        })
-    except TypeError as exc:
-        raise ConfigError(f"with a jobdir, request meta must be JSON: {exc} ({request.url})") \
-            from None
-
-
-def load_request(spider: Any, payload: str, row_id: int | None) -> Request:
-    data = json.loads(payload)
-    request = Request(
-        data["url"],
-        callback=getattr(spider, data["callback"]) if data["callback"] else None,
-        method=data["method"],
-        headers=data["headers"],
-        body=data["body"].encode("latin-1") if data["body"] is not None else None,
-        priority=data["priority"],
-        meta=data["meta"],
-        dont_filter=data["dont_filter"],
-        errback=getattr(spider, data["errback"]) if data["errback"] else None,
-    )
-    request.depth = data["depth"]
-    request.attempt = data["attempt"]
-    request.redirect_chain = tuple(data["redirect_chain"])
-    request.store_id = row_id
-    return request
-
-
 class JobStore:
     """One crawl's durable state. Thread-safe: one connection, one lock."""
 
@@ -114,20 +55,25 @@ class JobStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"jobdir {directory}: cannot create: {exc.strerror or exc}") \
+            raise StoreError(f"jobdir {directory}", exc) \
                 from exc
         self.path = self.directory / "state.sqlite"
         self.spider = spider
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"jobdir {self.path}", exc) from exc
         name = self._get_state("spider")
         if name is not None and name != spider.name:
             raise ConfigError(f"jobdir {directory} belongs to spider {name!r}, not "
                               f"{spider.name!r}")
         self.resumed = False
+        self._seen: int | None = None
         with self._transaction():
             self._set_state("spider", spider.name)
             self.crawl = int(self._get_state("crawl") or 1)
@@ -146,7 +92,23 @@ class JobStore:
     # -- plumbing ------------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, str(self.path))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store's lock; a failing SQLite call becomes a StoreError naming the file."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"jobdir {self.path}", exc) from exc
+
+    def seen_count(self) -> int:
+        """Requests seen so far (dedup), counted once and then kept up to date."""
+        if self._seen is None:
+            with self._locked():
+                self._seen = int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+        return self._seen
 
     def _get_state(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
@@ -156,7 +118,7 @@ class JobStore:
         self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
-        with self._lock:
+        with self._locked():
             self._db.close()
 
     # -- frontier ------------------------------------------------------------------------
@@ -172,6 +134,8 @@ class JobStore:
                 if not inserted:
                     duplicates += 1
                     continue
+                if self._seen is not None:
+                    self._seen += 1
             self._db.execute("INSERT INTO requests (priority, payload) VALUES (?, ?)",
                              (request.priority, dump_request(self.spider, request)))
             queued += 1
@@ -198,7 +162,7 @@ class JobStore:
         return [load_request(self.spider, payload, row_id) for row_id, payload in rows]
 
     def queued(self) -> int:
-        with self._lock:
+        with self._locked():
             return int(self._db.execute("SELECT count(*) FROM requests").fetchone()[0])
 
     def commit(self, request: Request, children: list[Request], items: list[dict[str, Any]],
@@ -228,7 +192,7 @@ class JobStore:
     # -- stats and completion ------------------------------------------------------------
 
     def load_stats(self) -> dict[str, Any]:
-        with self._lock:
+        with self._locked():
             value = self._get_state("stats")
         return json.loads(value) if value else {}
 
@@ -242,7 +206,7 @@ class JobStore:
 
     def validators(self, url: str) -> tuple[str | None, str | None, list[Request]]:
         """(ETag, Last-Modified, the requests the page led to last time) for `url`."""
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 "SELECT etag, last_modified, children FROM http_cache WHERE url = ?", (url,)
             ).fetchone()
@@ -297,7 +261,7 @@ class JobStore:
     def _items(self, first: int, last: int) -> Iterator[dict[str, Any]]:
         cursor = first
         while cursor <= last:
-            with self._lock:
+            with self._locked():
                 rows = self._db.execute(
                     "SELECT id, data FROM items WHERE id BETWEEN ? AND ? ORDER BY id LIMIT 1000",
                     (cursor, last)).fetchall()
@@ -311,20 +275,34 @@ class JobStore:
 class _Transaction:
     """`with store._transaction():` BEGIN IMMEDIATE ... COMMIT under the store's lock."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, path: str) -> None:
         self._db = db
         self._lock = lock
+        self._path = path
 
     def __enter__(self) -> None:
         self._lock.acquire()
         try:
             self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._lock.release()
+            raise StoreError(f"jobdir {self._path}", exc) from exc
         except BaseException:
             self._lock.release()
             raise
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, *rest: object) -> None:
         try:
-            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self._db.execute("COMMIT")
+            else:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+        except sqlite3.Error as error:  # e.g. the disk filled up at commit
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StoreError(f"jobdir {self._path}", error) from error
         finally:
             self._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"jobdir {self._path}", exc) from exc

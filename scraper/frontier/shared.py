@@ -32,12 +32,14 @@ from typing import Any
 
 import redis
 
-from .errors import ConfigError
-from .request import Request
-from .scheduler import Scheduler
-from .stats import Stats
-from .store import dump_request, fingerprint, load_request
-from .urls import origin
+from ..errors import ConfigError, StoreError
+from ..request import Request
+from ..stats import Stats
+from ..urls import origin
+from .admission import Admission
+from .base import ExportWriter, FrontierOptions, Item, Outcome
+from .codec import dump_request, fingerprint, load_request
+from .pacing import HostPacing
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,15 @@ return {queued, duplicates}
 """
 
 _TAKE = """
--- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner
+-- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages
+-- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local default_delay, expiry, owner = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local max_pages = tonumber(ARGV[7])
+if max_pages > 0 and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages then
+  return {false, false, tonumber(redis.call('GET', p .. 'queued') or '0'),
+          redis.call('ZCARD', p .. 'leases'), 1}
+end
 local hosts = redis.call('ZRANGEBYSCORE', p .. 'ready', '-inf', now, 'LIMIT', 0, 20)
 for _, host in ipairs(hosts) do
   local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
@@ -93,6 +101,7 @@ for _, host in ipairs(hosts) do
       redis.call('ZADD', p .. 'ready', now + delay, host)
     end
     local payload = string.sub(popped[1], string.find(popped[1], '|', 1, true) + 1)
+    if string.sub(payload, 1, 1) == '1' then redis.call('INCR', p .. 'started') end
     return {id, payload}
   end
   redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
@@ -100,17 +109,18 @@ end
 local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
 local due = first[2] or false
 local queued = tonumber(redis.call('GET', p .. 'queued') or '0')
-return {false, due, queued, redis.call('ZCARD', p .. 'leases')}
+return {false, due, queued, redis.call('ZCARD', p .. 'leases'), 0}
 """
 
 _ACK = """
 -- ARGV: prefix, now_ms, per_host, lease_id, retry_payload or '', retry_priority,
---       pause_until_ms, n_items, items..., stat pairs (name, amount)...
+--       pause_until_ms, delay_ms (-1: unchanged), n_items, items...,
+--       stat pairs (name, amount)...
 local p, now, per_host, id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local host = redis.call('HGET', p .. 'lease_host', id)
 if not host then return 0 end  -- the lease expired and was reaped: results dropped
 local retry, retry_priority = ARGV[5], tonumber(ARGV[6])
-local pause_until, n_items = tonumber(ARGV[7]), tonumber(ARGV[8])
+local pause_until, delay, n_items = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 redis.call('ZREM', p .. 'leases', id)
 redis.call('HDEL', p .. 'lease', id)
 redis.call('HDEL', p .. 'lease_host', id)
@@ -121,6 +131,7 @@ if retry ~= '' then
   redis.call('ZADD', p .. 'q:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
   redis.call('INCR', p .. 'queued')
 end
+if delay >= 0 then redis.call('HSET', p .. 'delay', host, delay) end
 local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
 if pause_until > nxt then
   nxt = pause_until
@@ -129,10 +140,10 @@ end
 if active < per_host and redis.call('ZCARD', p .. 'q:' .. host) > 0 then
   redis.call('ZADD', p .. 'ready', nxt, host)
 end
-for i = 9, 8 + n_items do
+for i = 10, 9 + n_items do
   redis.call('XADD', p .. 'items', '*', 'item', ARGV[i])
 end
-for i = 9 + n_items, #ARGV, 2 do
+for i = 10 + n_items, #ARGV, 2 do
   redis.call('HINCRBY', p .. 'stats', ARGV[i], tonumber(ARGV[i + 1]))
 end
 return 1
@@ -183,17 +194,22 @@ def key_prefix(name: str) -> str:
     return f"scraper:{name}:"
 
 
-class RedisScheduler(Scheduler):
-    """The Scheduler's interface, with the queue, dedup, leases and per-host limits in
-    Redis. URL filtering (canonical form, offsite, depth, traps) stays local."""
+class RedisFrontier:
+    """The frontier protocol with the queue, dedup, leases, `crawl.max_pages` and the
+    per-host limits in Redis, for every process of the crawl. URL admission (canonical
+    form, offsite, depth, traps) and host pacing (autothrottle, failing-host backoff) are
+    computed by each process and sent with its acknowledgements; robots.txt is read by
+    each process inline (`gates_robots` is False)."""
 
-    keeps_items = True
     gates_robots = False
+    exports_items = False  # the stream keeps them; each process also writes its own
+    serializes_requests = True
 
-    def __init__(self, stats: Stats, *, url: str, name: str, spider: Any,
-                 lease_timeout: float, cleanup: bool, **kwargs: Any) -> None:
-        kwargs["obey_robots"] = False  # robots.txt is fetched by each process, inline
-        super().__init__(stats, **kwargs)
+    def __init__(self, options: FrontierOptions, stats: Stats, *, url: str, name: str,
+                 spider: Any, lease_timeout: float, cleanup: bool) -> None:
+        self._options = options
+        self._stats = stats
+        self._admission = Admission(options, stats)
         self._redis = connect(url)
         self._prefix = key_prefix(name)
         self._spider = spider
@@ -207,10 +223,12 @@ class RedisScheduler(Scheduler):
         self._renew_script = self._redis.register_script(_RENEW)
         self._held: set[int] = set()
         self._sent: set[str] = set()  # fingerprints this process already sent to Redis
-        self._held_lock = threading.Lock()
+        self._pacing: dict[str, HostPacing] = {}
+        self._lock = threading.Lock()
+        self._in_flight = 0
         self._stop_event = threading.Event()
         self._closing = threading.Event()
-        self._done = False
+        self._exhausted = False
         self.round_trips = 0
         self._heartbeat = threading.Thread(target=self._beat, name="scraper-redis-heartbeat",
                                            daemon=True)
@@ -222,16 +240,16 @@ class RedisScheduler(Scheduler):
 
     def _call(self, script: Any, args: list[Any]) -> Any:
         self.round_trips += 1
-        return script(args=[self._prefix, *args])
+        try:
+            return script(args=[self._prefix, *args])
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
 
     # -- adding --------------------------------------------------------------------------
 
-    def _encode(self, requests: Iterable[Request]) -> list[Any]:
-        args: list[Any] = []
-        for request in requests:
-            args += ["" if request.dont_filter else fingerprint(request), origin(request.url),
-                     dump_request(self._spider, request), request.priority]
-        return args
+    def _encode(self, request: Request) -> str:
+        counts = request.attempt == 1 and not request.redirect_chain
+        return ("1" if counts else "0") + dump_request(self._spider, request)
 
     def add(self, requests: Iterable[Request]) -> int:
         """Queue requests not seen by any process. Fingerprints this process already sent
@@ -240,7 +258,7 @@ class RedisScheduler(Scheduler):
         keys = []
         local_duplicates = 0
         sent = self._sent
-        for request in self._accept(requests):
+        for request in self._admission.admit(requests):
             if not request.dont_filter:
                 key = fingerprint(request)
                 if key in sent:
@@ -250,31 +268,40 @@ class RedisScheduler(Scheduler):
             accepted.append(request)
         queued = duplicates = 0
         if accepted:
-            queued, duplicates = self._call(
-                self._add_script, [self._now_ms(), self._per_host, *self._encode(accepted)])
-            if len(sent) + len(keys) > SENT_CACHE:
-                sent.clear()  # bounded memory; Redis stays the authority on what was seen
-            sent.update(keys)  # only once Redis has them
+            args: list[Any] = [self._now_ms(), self._options.per_host]
+            for request in accepted:
+                args += ["" if request.dont_filter else fingerprint(request),
+                         origin(request.url), self._encode(request), request.priority]
+            queued, duplicates = self._call(self._add_script, args)
+            with self._lock:
+                if len(sent) + len(keys) > SENT_CACHE:
+                    sent.clear()  # bounded memory; Redis stays the authority on what was seen
+                sent.update(keys)  # only once Redis has them
         if duplicates or local_duplicates:
             self._stats.inc("filtered_duplicate", int(duplicates) + local_duplicates)
         return int(queued)
 
     # -- handing out ---------------------------------------------------------------------
 
-    def next_request(self) -> Request | None:
+    def next(self) -> Request | None:
+        options = self._options
         while not self._stop_event.is_set():
             now = self._now_ms()
             reply = self._call(self._take_script, [
-                now, self._per_host, int(self._delay * 1000), now + self._lease_ms, self._owner])
+                now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
+                self._owner, options.max_pages])
             if reply[0]:
                 lease_id = int(reply[0])
-                request = load_request(self._spider, reply[1].decode(), lease_id)
-                with self._held_lock:
+                request = load_request(self._spider, reply[1].decode()[1:], lease_id)
+                with self._lock:
                     self._held.add(lease_id)
                     self._in_flight += 1
                 return request
-            _, due, queued, leases = reply
-            if int(queued) == 0 and int(leases) == 0 and self._in_flight == 0:
+            _, due, queued, leases, exhausted = reply
+            with self._lock:
+                in_flight = self._in_flight
+            if in_flight == 0 and (int(exhausted) or (int(queued) == 0 and int(leases) == 0)):
+                self._exhausted = bool(int(exhausted)) and int(queued) > 0
                 self._finish_crawl()
                 return None
             wait = POLL if not due else min(POLL * 4, max(0.0, (int(due) - now) / 1000))
@@ -282,45 +309,47 @@ class RedisScheduler(Scheduler):
         return None
 
     def _finish_crawl(self) -> None:
-        self._done = True
         self._stop_event.set()
         if self._cleanup:
             self.cleanup()
 
     # -- finishing -----------------------------------------------------------------------
 
-    def finish(
-        self,
-        request: Request,
-        *,
-        children: Iterable[Request] = (),
-        items: list[dict[str, Any]] | None = None,
-        retry: Request | None = None,
-        retry_at: float = 0.0,
-        host_pause: float | None = None,
-        host_failed: bool = False,
-        latency: float | None = None,
-        commit: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Acknowledge the lease: children, items, stats and the retry in one script."""
+    def _pace(self, key: str, outcome: Outcome) -> tuple[float | None, int]:
+        """This process's view of the host: (pause, new delay in ms or -1)."""
+        with self._lock:
+            pacing = self._pacing.get(key)
+            if pacing is None:
+                pacing = self._pacing[key] = HostPacing(self._options.delay)
+            before = pacing.delay
+            pause = pacing.observe(self._options, failed=outcome.host_failed,
+                                   latency=outcome.latency, pause=outcome.host_pause)
+            delay = int(pacing.delay * 1000) if pacing.delay != before else -1
+        return pause, delay
+
+    def finish(self, request: Request, outcome: Outcome) -> list[Item]:
+        """Acknowledge the lease: children, items, stats, pacing and the retry in one
+        script. Children go first: if this process dies before the ack, the request runs
+        again and its children are then duplicates, so nothing is lost or doubled."""
         lease_id = request.store_id
-        kept = list(items or [])
+        kept = list(outcome.items)
         try:
-            if lease_id is None or not commit:
-                return kept if commit else []
-            # Children go first: if this process dies before the ack, the request runs
-            # again and its children are then duplicates, so nothing is lost or doubled.
-            self.add(children)
+            if lease_id is None or outcome.requeue:
+                return []  # a released lease is reaped back to the queue by its expiry
+            self.add(outcome.children)
             now = self._now_ms()
+            retry = outcome.retry
             pause_until = 0
             if retry is not None:
-                pause_until = int((time.time() + max(0.0, retry_at - time.monotonic())) * 1000)
-            if host_pause:
-                pause_until = max(pause_until, now + int(host_pause * 1000))
+                pause_until = int((time.time() + max(0.0, outcome.retry_at - time.monotonic()))
+                                  * 1000)
+            pause, delay = self._pace(origin(request.url), outcome)
+            if pause:
+                pause_until = max(pause_until, now + int(pause * 1000))
             stats = ["requests_done", 1, "items", len(kept)]
-            args = [now, self._per_host, lease_id,
-                    dump_request(self._spider, retry) if retry is not None else "",
-                    retry.priority if retry is not None else 0, pause_until, len(kept),
+            args = [now, self._options.per_host, lease_id,
+                    self._encode(retry) if retry is not None else "",
+                    retry.priority if retry is not None else 0, pause_until, delay, len(kept),
                     *(json.dumps(item, default=str) for item in kept), *stats]
             if not self._call(self._ack_script, args):
                 log.warning("lease of %s had expired: its results were dropped (another "
@@ -329,9 +358,12 @@ class RedisScheduler(Scheduler):
             return kept
         finally:
             if lease_id is not None:
-                with self._held_lock:
+                with self._lock:
                     self._held.discard(lease_id)
                     self._in_flight -= 1
+
+    def export(self, target: str, write: ExportWriter) -> int:
+        raise TypeError("the shared frontier's items are in its stream: `scraper export`")
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -347,34 +379,54 @@ class RedisScheduler(Scheduler):
         interval = max(self._lease_ms / 3000, 0.05)
         while not self._closing.wait(interval):
             try:
-                with self._held_lock:
+                with self._lock:
                     held = list(self._held)
                 now = self._now_ms()
                 if held:
                     self._call(self._renew_script, [now + self._lease_ms, *held])
-                self._call(self._reap_script, [now, self._per_host])
-            except redis.RedisError as exc:
+                self._call(self._reap_script, [now, self._options.per_host])
+            except StoreError as exc:
                 log.warning("Redis heartbeat failed: %s", exc)
 
     # -- robots.txt and status -----------------------------------------------------------
 
-    def open_host(self, key: str, delay: float | None = None) -> None:
+    def open_host(self, origin: str, delay: float | None = None) -> None:
+        with self._lock:
+            pacing = self._pacing.setdefault(origin, HostPacing(self._options.delay))
+            pacing.raise_floor(delay)
         if delay:
             # The largest delay any process learnt holds for all of them.
-            current = self._redis.hget(self._prefix + "delay", key)
-            wanted = int(max(delay, self._delay) * 1000)
-            if current is None or int(current) < wanted:
-                self._redis.hset(self._prefix + "delay", key, wanted)
+            try:
+                current = self._redis.hget(self._prefix + "delay", origin)
+                wanted = int(max(delay, self._options.delay) * 1000)
+                if current is None or int(current) < wanted:
+                    self._redis.hset(self._prefix + "delay", origin, wanted)
+            except redis.RedisError as exc:
+                raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
 
-    def refresh_robots(self, key: str) -> None:
-        """Each process refreshes its own copy (see the crawler's inline robots fetch)."""
+    def refresh_robots(self, origin: str) -> None:
+        """Each process refreshes its own copy (see the robots component's inline read)."""
 
     @property
+    def budget_exhausted(self) -> bool:
+        return self._exhausted
+
     def counts(self) -> dict[str, int]:
-        queued = int(self._redis.get(self._prefix + "queued") or 0)
-        return {"queued": queued, "in_flight": self._in_flight,
-                "leases": int(self._redis.zcard(self._prefix + "leases")),
-                "seen": int(self._redis.scard(self._prefix + "seen"))}
+        with self._lock:
+            in_flight = self._in_flight
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self._prefix + "queued")
+            pipe.zcard(self._prefix + "leases")
+            pipe.scard(self._prefix + "seen")
+            queued, leases, seen = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+        return {"queued": int(queued or 0), "in_flight": in_flight, "leases": int(leases),
+                "seen": int(seen)}
+
+    def queued_left(self) -> int:
+        return self.counts()["queued"]
 
     def cleanup(self) -> None:
         """Delete the crawl's keys but the items stream and the stats."""

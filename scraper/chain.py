@@ -1,0 +1,123 @@
+"""The component chain: built-in components in a fixed order, then user middlewares.
+
+Request hooks run in this order before the fetch; response and failure hooks run in the
+reverse order over the components whose request hook ran:
+
+1. `retry`: retry decisions for failed fetches (response side).
+2. `redirects`: 3xx with a Location becomes a new request (response side).
+3. `robots`: robots.txt gating, filtering and Crawl-delay (request side).
+4. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
+5. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
+
+`crawl.disable = ["robots", ...]` switches built-ins off by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .client import Client, RetryPolicy
+from .components.base import Component, Context
+from .components.conditional import ConditionalComponent
+from .components.middleware import UserMiddleware, load_middleware
+from .components.redirects import RedirectComponent
+from .components.retries import RetryComponent
+from .components.robots import RobotsComponent
+from .errors import ConfigError, FetchError
+from .frontier import Frontier, JobStore
+from .response import Response
+from .settings import Settings
+from .stats import Stats
+
+BUILT_INS = ("retry", "redirects", "robots", "conditional")
+
+
+def check_disabled(settings: Settings) -> frozenset[str]:
+    """`crawl.disable`, checked against the built-in names."""
+    unknown = sorted(set(settings.crawl.disable) - set(BUILT_INS))
+    if unknown:
+        raise ConfigError(f"crawl.disable: unknown component(s) {', '.join(unknown)}; "
+                          f"the built-ins are {', '.join(BUILT_INS)}")
+    return frozenset(settings.crawl.disable)
+
+
+def user_middlewares(settings: Settings, spider: Any) -> list[Any]:
+    """`Spider.middlewares` objects, then `crawl.middlewares` instantiated."""
+    found = list(getattr(spider, "middlewares", None) or ())
+    found += [load_middleware(path) for path in settings.crawl.middlewares]
+    return found
+
+
+def build_chain(settings: Settings, spider: Any, *, client: Client, frontier: Frontier,
+                store: JobStore | None, stats: Stats, policy: RetryPolicy,
+                stopping: Callable[[], bool]) -> Chain:
+    """The chain for one crawl: the built-ins in order, less `crawl.disable`, then the
+    user middlewares."""
+    disabled = check_disabled(settings)
+    retry = RetryComponent(settings, policy, stats, stopping)
+    components: list[Component] = []
+    if "retry" not in disabled:
+        components.append(retry)
+    if "redirects" not in disabled:
+        components.append(RedirectComponent(settings, stats))
+    if settings.crawl.obey_robots and "robots" not in disabled:
+        components.append(RobotsComponent(settings, client, frontier, stats, retry, stopping))
+    if store is not None and store.incremental and "conditional" not in disabled:
+        components.append(ConditionalComponent(store, stats))
+    components += [UserMiddleware(m, stats, settings.retry.attempts)
+                   for m in user_middlewares(settings, spider)]
+    return Chain(components, client)
+
+
+class Chain:
+    def __init__(self, components: Sequence[Component], client: Client) -> None:
+        self.components = list(components)
+        self._client = client
+
+    @property
+    def names(self) -> list[str]:
+        return [component.name for component in self.components]
+
+    def run(self, ctx: Context) -> None:
+        """Pass `ctx` through the request hooks, the fetch and the response or failure
+        hooks. Afterwards: `ctx.ended`, or a `ctx.failure` to record, or a `ctx.response`
+        for the callback."""
+        ran: list[Component] = []
+        for component in self.components:
+            ran.append(component)
+            component.on_request(ctx)
+            if ctx.ended:
+                return
+            if ctx.response is not None:
+                break
+        if ctx.response is None:
+            self._fetch(ctx)
+        for component in reversed(ran):
+            if ctx.failure is not None:
+                component.on_failure(ctx)
+            else:
+                component.on_response(ctx)
+            if ctx.ended:
+                return
+
+    def _fetch(self, ctx: Context) -> None:
+        request = ctx.request
+        try:
+            result = self._client.fetch(request.method, request.url, request.headers,
+                                        request.body, timeout=request.timeout)
+        except FetchError as exc:
+            ctx.failure = exc
+            return
+        ctx.fetched = True
+        ctx.latency = result.elapsed
+        ctx.response = Response(result.url, result.status, result.headers, result.body,
+                                request)
+
+    def done(self, ctx: Context) -> None:
+        for component in self.components:
+            component.on_done(ctx)
+
+    def close(self) -> None:
+        for component in self.components:
+            component.close()

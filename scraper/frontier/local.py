@@ -1,0 +1,396 @@
+"""The in-process frontier core: per-host queues, politeness, the crawl's end.
+
+A worker is handed only a request whose host has a free slot (`crawl.per_host`) and whose
+politeness time has come (`crawl.delay`, `Retry-After`), so no worker waits on a busy
+host while others have work. Hosts with work are kept in a round-robin `ready` deque or,
+when their next start is in the future, in a heap; retries wait in a heap of their own.
+Workers block on one condition variable with a timeout equal to the next due time; no
+thread sleeps. The crawl is over when nothing is queued, delayed or in flight.
+
+What is remembered across requests is the backing's: `MemoryBacking` (a seen set) for the
+memory frontier, `StoreBacking` (a `JobStore`) for the durable SQLite frontier, which
+keeps a bounded window of its queued requests in memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from ..request import Request
+from ..stats import Stats
+from ..urls import origin
+from .admission import Admission
+from .base import ROBOTS_META, ExportWriter, FrontierOptions, Item, Outcome
+from .codec import fingerprint
+from .jobstore import JobStore
+from .pacing import HostPacing
+
+STORE_LOW_WATER = 1000  # a durable frontier's requests held in memory: refilled below this
+STORE_BATCH = 1000
+
+
+class _Host:
+    __slots__ = ("active", "gated", "key", "next_start", "pacing", "plain", "queue",
+                 "robots_request", "scheduled")
+
+    def __init__(self, key: str, delay: float) -> None:
+        self.key = key
+        self.queue: list[tuple[int, int, Request]] = []
+        # Plain requests (a GET of a URL, nothing else set: most followed links) are kept
+        # as bare URL strings, by depth, shallowest first: a fifth of a Request's memory.
+        self.plain: dict[int, deque[str]] = {}
+        self.active = 0
+        self.pacing = HostPacing(delay)
+        self.next_start = 0.0
+        self.scheduled = False
+        self.gated = False  # waiting for robots.txt: only `robots_request` may start
+        self.robots_request: Request | None = None
+
+
+def _is_plain(request: Request) -> bool:
+    """A request fully described by its URL and depth (see `_Host.plain`)."""
+    return (request.callback is None and request.priority == 0 and request.method == "GET"
+            and not request.meta and request.headers is None and request.body is None
+            and request.errback is None and not request.dont_filter and request.attempt == 1
+            and not request.redirect_chain and request.store_id is None
+            and request.cb_kwargs is None and request.timeout is None)
+
+
+class Backing(Protocol):
+    """Where a local frontier remembers what it has seen and, if durable, its queue."""
+
+    durable: bool
+
+    def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
+        """(requests to queue in memory now, duplicates)."""
+
+    def commit(self, request: Request, outcome: Outcome, children: list[Request]
+               ) -> tuple[list[Request], int, list[Item]]:
+        """Store the outcome; (children to queue in memory now, duplicates, items kept)."""
+
+    def refill(self, limit: int) -> list[Request]:
+        """Up to `limit` stored requests to bring into memory."""
+
+    def seen(self) -> int: ...
+
+    def queued_left(self, in_memory: int) -> int: ...
+
+
+class MemoryBacking:
+    durable = False
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
+        fresh: list[Request] = []
+        seen = self._seen
+        for request in requests:
+            key = request.url if request.method == "GET" and not request.body \
+                else fingerprint(request)
+            if key in seen and not request.dont_filter:
+                continue
+            seen.add(key)
+            fresh.append(request)
+        return fresh, len(requests) - len(fresh)
+
+    def commit(self, request: Request, outcome: Outcome, children: list[Request]
+               ) -> tuple[list[Request], int, list[Item]]:
+        fresh, duplicates = self.admit(children)
+        return fresh, duplicates, list(outcome.items)
+
+    def refill(self, limit: int) -> list[Request]:
+        return []
+
+    def seen(self) -> int:
+        return len(self._seen)
+
+    def queued_left(self, in_memory: int) -> int:
+        return in_memory
+
+
+class StoreBacking:
+    """The SQLite jobdir: a request row is deleted in the transaction that stores its
+    children and items (see `JobStore`)."""
+
+    durable = True
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
+        _, duplicates = self.store.add(requests)
+        return [], duplicates
+
+    def commit(self, request: Request, outcome: Outcome, children: list[Request]
+               ) -> tuple[list[Request], int, list[Item]]:
+        if outcome.requeue:
+            return [], 0, []
+        _, duplicates, kept = self.store.commit(request, children, list(outcome.items),
+                                                outcome.retry)
+        return [], duplicates, kept
+
+    def refill(self, limit: int) -> list[Request]:
+        return self.store.take(limit)
+
+    def seen(self) -> int:
+        return self.store.seen_count()
+
+    def queued_left(self, in_memory: int) -> int:
+        return self.store.queued()
+
+
+class LocalFrontier:
+    """The memory frontier (`MemoryBacking`) or the SQLite one (`StoreBacking`)."""
+
+    gates_robots = True
+
+    def __init__(self, options: FrontierOptions, stats: Stats, backing: Backing) -> None:
+        self._options = options
+        self._stats = stats
+        self._admission = Admission(options, stats)
+        self._backing = backing
+        self.exports_items = self.serializes_requests = backing.durable
+        self._cond = threading.Condition(threading.Lock())
+        self._hosts: dict[str, _Host] = {}
+        self._ready: deque[_Host] = deque()
+        self._waiting: list[tuple[float, int, _Host]] = []
+        self._delayed: list[tuple[float, int, Request]] = []
+        self._seq = itertools.count()
+        self._queued = 0
+        self._in_flight = 0
+        self._stopped = False
+        self._budget = options.max_pages or -1  # first attempts still allowed; -1: no limit
+        self._exhausted = False
+
+    # -- adding --------------------------------------------------------------------------
+
+    def add(self, requests: Iterable[Request]) -> int:
+        accepted = self._admission.admit(requests)
+        if not accepted:
+            return 0
+        durable = self._backing.durable
+        if durable:  # the store has its own lock: workers are not held while it writes
+            fresh, duplicates = self._backing.admit(accepted)
+        with self._cond:
+            if self._stopped:
+                return 0
+            if not durable:
+                fresh, duplicates = self._backing.admit(accepted)
+            for request in fresh:
+                self._enqueue(request)
+            self._refill()
+            self._cond.notify(max(1, len(fresh)))
+        if duplicates:
+            self._stats.inc("filtered_duplicate", duplicates)
+        return len(accepted) - duplicates
+
+    def _refill(self) -> None:
+        """Durable frontier: keep a bounded window of its requests in memory."""
+        if not self._backing.durable or self._stopped:
+            return
+        if self._queued + len(self._delayed) >= STORE_LOW_WATER:
+            return
+        for request in self._backing.refill(STORE_BATCH):
+            self._enqueue(request)
+
+    def _enqueue(self, request: Request) -> None:
+        key = origin(request.url)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(key, self._options.delay)
+            if self._options.obey_robots:
+                self._gate(host)
+        if request.meta.get(ROBOTS_META):
+            host.robots_request = request  # a robots.txt retry
+        elif _is_plain(request):
+            urls = host.plain.get(request.depth)
+            if urls is None:
+                urls = host.plain[request.depth] = deque()
+            urls.append(request.url)
+        else:
+            heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
+        self._queued += 1
+        if not host.scheduled and self._eligible(host):
+            self._schedule(host, time.monotonic())
+
+    def _gate(self, host: _Host) -> None:
+        """Hold the host until its robots.txt is read; queue the robots.txt request."""
+        host.gated = True
+        host.robots_request = Request(f"{host.key}/robots.txt", meta={ROBOTS_META: True},
+                                      dont_filter=True)
+        self._queued += 1
+
+    def _eligible(self, host: _Host) -> bool:
+        if host.active >= self._options.per_host:
+            return False
+        return host.robots_request is not None if host.gated else bool(host.queue or host.plain)
+
+    def _schedule(self, host: _Host, now: float) -> None:
+        host.scheduled = True
+        if host.next_start <= now:
+            self._ready.append(host)
+        else:
+            heapq.heappush(self._waiting, (host.next_start, next(self._seq), host))
+
+    # -- handing out ---------------------------------------------------------------------
+
+    def next(self) -> Request | None:
+        with self._cond:
+            while True:
+                if self._stopped:
+                    return None
+                now = time.monotonic()
+                self._promote(now)
+                if not self._ready:
+                    self._refill()
+                if self._ready and self._budget != 0:
+                    return self._take(self._ready.popleft(), now)
+                if self._in_flight == 0 and (
+                    (self._queued == 0 and not self._delayed) or self._budget == 0
+                ):
+                    self._exhausted = self._budget == 0 and self._queued > 0
+                    self._stopped = True
+                    self._cond.notify_all()
+                    return None
+                self._cond.wait(self._next_due(now))
+
+    def _promote(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            request = heapq.heappop(self._delayed)[2]
+            self._enqueue(request)
+        while self._waiting and self._waiting[0][0] <= now:
+            host = heapq.heappop(self._waiting)[2]
+            if host.next_start > now:  # pushed back again (Retry-After) while waiting
+                heapq.heappush(self._waiting, (host.next_start, next(self._seq), host))
+                break
+            self._ready.append(host)
+
+    def _next_due(self, now: float) -> float | None:
+        due = [entries[0][0] for entries in (self._waiting, self._delayed) if entries]
+        return max(0.0, min(due) - now) if due else None
+
+    def _take(self, host: _Host, now: float) -> Request:
+        host.scheduled = False
+        if host.gated:
+            request = host.robots_request
+            assert request is not None
+            host.robots_request = None
+        else:
+            if host.queue and (not host.plain or host.queue[0][0] <= 0):
+                request = heapq.heappop(host.queue)[2]
+            else:
+                depth = min(host.plain)
+                urls = host.plain[depth]
+                request = Request(urls.popleft())
+                request.depth = depth
+                if not urls:
+                    del host.plain[depth]
+            if request.attempt == 1 and not request.redirect_chain and self._budget > 0:
+                self._budget -= 1
+        self._queued -= 1
+        host.active += 1
+        self._in_flight += 1
+        if host.pacing.delay:
+            host.next_start = now + host.pacing.delay
+        if self._eligible(host):
+            self._schedule(host, now)
+        return request
+
+    # -- finishing -----------------------------------------------------------------------
+
+    def finish(self, request: Request, outcome: Outcome) -> list[Item]:
+        key = origin(request.url)
+        children = self._admission.admit(outcome.children) if not outcome.requeue else []
+        fresh: list[Request] = []
+        duplicates, kept = 0, []
+        durable = self._backing.durable
+        try:
+            if durable:  # outside the lock, as in `add`
+                fresh, duplicates, kept = self._backing.commit(request, outcome, children)
+        finally:
+            with self._cond:
+                try:
+                    if not durable:
+                        fresh, duplicates, kept = self._backing.commit(request, outcome,
+                                                                       children)
+                finally:  # the slot is released even when the store fails
+                    self._release(key, outcome, fresh)
+        if duplicates:
+            self._stats.inc("filtered_duplicate", duplicates)
+        return kept
+
+    def _release(self, key: str, outcome: Outcome,
+                 fresh: list[Request]) -> None:
+        if not self._stopped:
+            for child in fresh:
+                self._enqueue(child)
+        host = self._hosts[key]
+        host.active -= 1
+        self._in_flight -= 1
+        now = time.monotonic()
+        if not outcome.requeue:
+            pause = host.pacing.observe(self._options, failed=outcome.host_failed,
+                                        latency=outcome.latency, pause=outcome.host_pause)
+            if pause:
+                host.next_start = max(host.next_start, now + pause)
+        if outcome.retry is not None and not self._stopped:
+            heapq.heappush(self._delayed, (outcome.retry_at, next(self._seq), outcome.retry))
+        if not host.scheduled and self._eligible(host):
+            self._schedule(host, now)
+        self._refill()
+        if self._in_flight == 0 or outcome.retry is not None:
+            self._cond.notify_all()  # the crawl may be over, or a wait time changed
+        else:
+            self._cond.notify()
+
+    def open_host(self, origin: str, delay: float | None = None) -> None:
+        with self._cond:
+            host = self._hosts[origin]
+            host.gated = False
+            host.pacing.raise_floor(delay)
+            if not host.scheduled and self._eligible(host):
+                self._schedule(host, time.monotonic())
+            self._cond.notify()
+
+    def refresh_robots(self, origin: str) -> None:
+        with self._cond:
+            host = self._hosts[origin]
+            if host.gated or self._stopped:
+                return
+            self._gate(host)
+            if not host.scheduled and self._eligible(host):
+                self._schedule(host, time.monotonic())
+            self._cond.notify()
+
+    def export(self, target: str, write: ExportWriter) -> int:
+        if not isinstance(self._backing, StoreBacking):
+            raise TypeError("the memory frontier keeps no items: the engine writes them")
+        return self._backing.store.export(target, write)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Nothing held beyond memory (the jobdir's store is closed by its owner)."""
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self._exhausted or (self._budget == 0 and self._queued > 0)
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            return {"queued": self._queued + len(self._delayed), "in_flight": self._in_flight,
+                    "seen": self._backing.seen()}
+
+    def queued_left(self) -> int:
+        with self._cond:
+            return self._backing.queued_left(self._queued + len(self._delayed))
