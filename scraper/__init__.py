@@ -19,7 +19,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import crawl
+    from .api import build_crawler, crawl
+    from .engine import CrawlResult
     from .request import Failure, Request
     from .response import Response
     from .sitemap import SitemapSpider
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloseSpider",
     "ConfigError",
+    "CrawlResult",
     "DropItem",
     "Failure",
     "FetchError",
@@ -37,6 +39,7 @@ __all__ = [
     "SitemapSpider",
     "Spider",
     "SpiderNotFound",
+    "build_crawler",
     "crawl",
 ]
 __version__ = "0.1.0"
@@ -48,6 +51,8 @@ _LAZY = {
     "Spider": "spider",
     "SitemapSpider": "sitemap",
     "crawl": "api",
+    "build_crawler": "api",
+    "CrawlResult": "engine",
 }
 
 

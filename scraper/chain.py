@@ -14,10 +14,12 @@ reverse order over the components whose request hook ran:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .client import Client, RetryPolicy
+from .components import BUILT_IN_NAMES
 from .components.base import Component, Context
 from .components.conditional import ConditionalComponent
 from .components.middleware import UserMiddleware, load_middleware
@@ -30,15 +32,16 @@ from .response import Response
 from .settings import Settings
 from .stats import Stats
 
-BUILT_INS = ("retry", "redirects", "robots", "conditional")
+log = logging.getLogger(__name__)
+
 
 
 def check_disabled(settings: Settings) -> frozenset[str]:
     """`crawl.disable`, checked against the built-in names."""
-    unknown = sorted(set(settings.crawl.disable) - set(BUILT_INS))
+    unknown = sorted(set(settings.crawl.disable) - set(BUILT_IN_NAMES))
     if unknown:
         raise ConfigError(f"crawl.disable: unknown component(s) {', '.join(unknown)}; "
-                          f"the built-ins are {', '.join(BUILT_INS)}")
+                          f"the built-ins are {', '.join(BUILT_IN_NAMES)}")
     return frozenset(settings.crawl.disable)
 
 
@@ -107,8 +110,12 @@ class Chain:
             result = self._client.fetch(request.method, request.url, request.headers,
                                         request.body, timeout=request.timeout)
         except FetchError as exc:
+            log.debug("%s %s failed: %s (%s)", request.method, request.url, exc.reason, exc)
             ctx.failure = exc
             return
+        log.debug("%s %s -> %d, %d bytes, %.1f ms%s", request.method, request.url,
+                  result.status, len(result.body), result.elapsed * 1000,
+                  ", reused connection" if result.reused else "")
         ctx.fetched = True
         ctx.latency = result.elapsed
         ctx.response = Response(result.url, result.status, result.headers, result.body,

@@ -43,3 +43,32 @@ def build_site(products: int = 300, seed: int = 7) -> dict[str, bytes]:
             f"<p class='price'>{(i * 37) % 500 + 0.99:.2f}</p></article>"
             f"<ul class='related'>{related}</ul></body></html>")
     return {path: html.encode() for path, html in pages.items()}
+
+
+def demo_spider() -> type:
+    """The demo spider class (imported on use: `scraper --help` stays light)."""
+    from .spider import Spider
+
+    class DemoCatalogue(Spider):
+        """Crawls the demo catalogue: one item per product page, every link followed."""
+
+        name = "demo"
+        start_urls = ["http://127.0.0.1:8000/"]
+
+        def __init__(self, base_url: str | None = None, **kwargs: object) -> None:
+            super().__init__(**kwargs)
+            if base_url:
+                self.start_urls = [base_url]
+
+        def parse(self, response):  # type: ignore[no-untyped-def]
+            product = response.css_first("article.product")
+            if product:
+                yield {
+                    "url": response.url,
+                    "name": product.css_first("h1").text(),
+                    "price": float(product.css_first("p.price").text()),
+                    "sku": product.attributes["data-sku"],
+                }
+            yield from response.follow_all("a[href]")
+
+    return DemoCatalogue

@@ -13,7 +13,15 @@ from .spider import Spider
 
 
 def _load_module_spiders(path: Path) -> list[type[Spider]]:
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    """The spider classes of a file, imported once per version of the file: an edited
+    file (another size or modification time) is imported again under a new name."""
+    resolved = path.resolve()
+    try:
+        info = resolved.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    version = f"{resolved}:{info.st_mtime_ns}:{info.st_size}"
+    digest = hashlib.sha1(version.encode()).hexdigest()[:10]
     module_name = f"scraper_spiders_{path.stem}_{digest}"
     module = sys.modules.get(module_name)
     if module is None:

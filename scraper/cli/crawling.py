@@ -40,7 +40,7 @@ def _reporter(mode: str, log_format: str, quiet: bool, label: str) -> _Reporter:
                     label=label)
 
 
-def _run_crawl(spider: str, *, spider_args: dict[str, Any], overrides: list[str],
+def _run_crawl(spider: str | type, *, spider_args: dict[str, Any], overrides: list[str],
                output: str | None, deadline: str | None, stats_path: str | None,
                settings_file: str | None, reporter: _Reporter) -> CrawlResult:
     from ..api import build_crawler, prepare
@@ -189,7 +189,8 @@ def _serve_demo(products: int, port: int) -> NoReturn:
 def demo(output: str, products: int, serve: bool, port: int, overrides: tuple[str, ...],
          log_level: str, log_format: str, log_file: str | None, progress_mode: str,
          quiet: bool) -> None:
-    """Serve the bundled demo catalogue on loopback and crawl it with spiders/demo.py.
+    """Serve the bundled demo catalogue on loopback and crawl it with the demo spider
+    (shipped in the package: it works from any directory).
 
     With --serve, only serve it (at http://127.0.0.1:8000/ by default), so that
     `scraper fetch`, `parse`, `shell` and your own spiders have a site to work on.
@@ -208,7 +209,9 @@ def demo(output: str, products: int, serve: bool, port: int, overrides: tuple[st
     with serve_pages(_demo_pages(products)) as site:
         if not quiet:
             click.echo(f"demo site: {site.url('/')} ({products} products)")
-        result = _run_crawl("demo", spider_args={"base_url": site.url("/")},
+        from ..demo import demo_spider
+
+        result = _run_crawl(demo_spider(), spider_args={"base_url": site.url("/")},
                             overrides=list(overrides), output=output, deadline=None,
                             stats_path=None, settings_file=None,
                             reporter=_reporter(progress_mode, log_format, quiet, "demo"))
@@ -301,14 +304,35 @@ def show_settings(overrides: tuple[str, ...], settings_file: str | None, spider:
                 loaded = load(path, spider_settings=cls.custom_settings, overrides=overrides)
     rows = [(key, json.loads(redact(json.dumps(value))), source)
             for key, value, source in _effective_settings(loaded, name)]
+    components = _components(loaded)
     if as_json:
-        click.echo(json.dumps({key: {"value": value, "source": source}
-                               for key, value, source in rows}, indent=2))
+        data = {key: {"value": value, "source": source} for key, value, source in rows}
+        data["components"] = {"value": components, "source": "chain order"}
+        click.echo(json.dumps(data, indent=2))
         return
     shown = [(key, json.dumps(value), source) for key, value, source in rows]
     key_width = max(len(key) for key, _, _ in shown)
     value_width = min(max(len(value) for _, value, _ in shown), 44)
     for key, value, source in shown:
         click.echo(f"{key:<{key_width}}  {value:<{value_width}}  {source}".rstrip())
+    click.echo("\ncomponents, in chain order (request side; responses go back up):")
+    for number, entry in enumerate(components, 1):
+        click.echo(f"  {number}. {entry}")
+
+
+def _components(loaded: LoadedSettings) -> list[str]:
+    """The chain as `scraper settings` shows it: built-ins (marked when off), then the
+    middlewares named in settings (a spider's own are added at crawl time)."""
+    from ..components import BUILT_INS
+
+    crawl = loaded.settings.crawl
+    off = set(crawl.disable)
+    if not crawl.obey_robots:
+        off.add("robots")
+    if not loaded.settings.frontier.incremental:
+        off.add("conditional")
+    entries = [f"{name}{' (off)' if name in off else ''}: {what}" for name, what in BUILT_INS]
+    entries += [f"{path}: user middleware (crawl.middlewares)" for path in crawl.middlewares]
+    return entries
 
 
