@@ -71,7 +71,7 @@ class Context:
         return Outcome(children=tuple(self.children), items=tuple(self.items),
                        retry=self.retry, retry_at=self.retry_at, host_pause=self.host_pause,
                        host_failed=self.host_failed, latency=self.latency,
-                       requeue=self.requeue)
+                       requeue=self.requeue, fetched=self.fetched)
 
 
 class Component:

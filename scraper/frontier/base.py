@@ -44,6 +44,7 @@ class Outcome:
     host_failed: bool = False
     latency: float | None = None
     requeue: bool = False
+    fetched: bool = True
 
 
 RELEASE = Outcome(requeue=True)  # free the slot, commit nothing

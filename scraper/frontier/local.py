@@ -340,6 +340,8 @@ class LocalFrontier:
                                         latency=outcome.latency, pause=outcome.host_pause)
             if pause:
                 host.next_start = max(host.next_start, now + pause)
+            elif not outcome.fetched:  # answered without the network (a cache hit)
+                host.next_start = min(host.next_start, now)
         if outcome.retry is not None and not self._stopped:
             heapq.heappush(self._delayed, (outcome.retry_at, next(self._seq), outcome.retry))
         if not host.scheduled and self._eligible(host):
