@@ -2,10 +2,11 @@
 
 A line runs as cron runs it: `/bin/sh -c`, `PATH=/usr/bin:/bin`, the working directory
 `$HOME`, no locale and no terminal. So it names everything by absolute path (the Python
-that printed it, the settings file), changes to the directory it was printed from (where
-relative paths such as `crawl.spiders_dir` and `output` were meant), and creates the job's
-directory before its shell opens the log there: it works on a fresh project and after
-`rm -rf jobs/`. A job's `timezone` is written as `CRON_TZ=` before its line.
+that printed it, the settings file), changes to the project's directory (the settings
+file's, unless told otherwise: relative paths such as `crawl.spiders_dir` and `output` are
+read from there), and creates the job's directory before its shell opens the log there:
+it works on a fresh project and after `rm -rf jobs/`. A job's `timezone` is written as
+`CRON_TZ=` before its line.
 
 `--install` keeps everything outside the block between the two marker lines, which name
 the settings file, so several projects can share one crontab. The crontab command is
@@ -62,10 +63,10 @@ def job_line(job: Job, settings_path: Path, workdir: Path,
 def crontab_lines(jobs: dict[str, Job], settings_path: Path | None,
                   env: dict[str, str] | None = None, workdir: Path | None = None) -> list[str]:
     """Ready-to-install lines for every job: jobs in local time first, then each job with a
-    `timezone` after its `CRON_TZ=` line, and `CRON_TZ=` (back to local time) after them."""
+    `timezone` after its `CRON_TZ=` line, and `CRON_TZ=""` (back to local time) after them."""
     if settings_path is None:
         raise ConfigError("no settings file: jobs are [jobs.NAME] tables in settings.toml")
-    workdir = (workdir or Path.cwd()).resolve()
+    workdir = (workdir or settings_path.resolve().parent).resolve()
     local, zoned = [], []
     for name, job in sorted(jobs.items()):
         problem = cron_unsupported(job.spec.schedule) if job.spec.schedule else "no schedule"
@@ -76,7 +77,8 @@ def crontab_lines(jobs: dict[str, Job], settings_path: Path | None,
                       job_line(job, settings_path, workdir, env)]
         else:
             local.append(job_line(job, settings_path, workdir, env))
-    return local + ([*zoned, "CRON_TZ="] if zoned else [])
+    # An empty value sends cron back to local time; Debian's crontab refuses `CRON_TZ=`.
+    return local + ([*zoned, 'CRON_TZ=""'] if zoned else [])
 
 
 def passed_environment(names: tuple[str, ...]) -> dict[str, str]:

@@ -42,7 +42,9 @@ def cron_entries(crontab: str) -> list[tuple[dict[str, str], str]]:
             continue
         name, sep, value = line.partition("=")
         if sep and name.strip().isidentifier() and " " not in name.strip():
-            env[name.strip()] = value.strip()
+            value = value.strip()
+            env[name.strip()] = value[1:-1] if value[:1] in "'\"" and value[-1:] == value[:1] \
+                else value
             continue
         fields = line.split(None, 5)
         assert "%" not in fields[5].replace("\\%", ""), "an unescaped % cuts cron's command"
@@ -72,9 +74,10 @@ def test_printed_lines_run_in_crons_environment_on_a_fresh_project(
     settings.write_text(settings.read_text().replace("30 2 * * *", "* * * * *"))
     home = tmp_path / "home"
     home.mkdir()
-    printed = subprocess.run(
-        [sys.executable, "-m", "scraper", "jobs", "crontab", "--env", "PYTHONPATH"],
-        cwd=project, env={**os.environ, "PYTHONPATH": TREE}, capture_output=True, check=True)
+    printed = subprocess.run(  # printed from elsewhere: the lines still run in the project
+        [sys.executable, "-m", "scraper", "jobs", "crontab", "--env", "PYTHONPATH",
+         "--settings", str(settings)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": TREE}, capture_output=True, check=True)
     ((env, command),) = cron_entries(printed.stdout.decode())
     assert not (project / "jobs").exists()  # printing creates nothing: the line does
 
@@ -203,7 +206,7 @@ def test_a_jobs_timezone_sets_its_schedule_and_is_written_as_cron_tz(tmp_path: P
     assert jobs["nightly"].next_run(winter) == datetime(2024, 1, 2, 1, 30, tzinfo=UTC)
     lines = crontab_lines(jobs, settings)
     assert [line.split(" mkdir")[0] for line in lines] == \
-        ["0 5 * * *", "CRON_TZ=Europe/Paris", "30 2 * * *", "CRON_TZ="]
+        ["0 5 * * *", "CRON_TZ=Europe/Paris", "30 2 * * *", 'CRON_TZ=""']
 
 
 def test_local_time_follows_tz_as_cron_does(tmp_path: Path,

@@ -121,6 +121,9 @@ def run_job(name: str, settings_file: str | None, log_level: str, log_format: st
 @click.option("--env", "env_names", multiple=True, metavar="NAME",
               help="Write this variable's current value into each line (cron starts with "
                    "an almost empty environment), e.g. --env PYTHONPATH. Repeatable.")
+@click.option("--workdir", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="The directory the lines change to, where relative paths (spiders_dir, "
+                   "output) are read from (default: the settings file's directory).")
 @click.option("--install", is_flag=True,
               help="Put the lines into your crontab, between marker lines naming this "
                    "settings file; the rest of the crontab is kept.")
@@ -128,13 +131,13 @@ def run_job(name: str, settings_file: str | None, log_level: str, log_format: st
               help="Remove this settings file's marked lines from your crontab.")
 @click.option("--yes", "-y", is_flag=True,
               help="With --install: replace the installed lines without asking.")
-def crontab(settings_file: str | None, env_names: tuple[str, ...], install: bool,
-            uninstall: bool, yes: bool) -> None:
+def crontab(settings_file: str | None, env_names: tuple[str, ...], workdir: str | None,
+            install: bool, uninstall: bool, yes: bool) -> None:
     """Crontab lines for every scheduled job, printed or installed.
 
     Each line runs as cron runs it (/bin/sh, PATH=/usr/bin:/bin, in $HOME, no locale):
-    it creates jobs/NAME, changes to this directory, runs this Python with the absolute
-    settings path and appends the output to jobs/NAME/cron.log. A job's `timezone` is
+    it creates jobs/NAME, changes to the settings file's directory, runs this Python with
+    the absolute settings path and appends the output to jobs/NAME/cron.log. A job's `timezone` is
     written as CRON_TZ= (cronie honours it; Debian's cron reads every schedule in the
     system's zone). The crontab command is `crontab`, or $SCRAPER_CRONTAB.
 
@@ -171,7 +174,7 @@ def crontab(settings_file: str | None, env_names: tuple[str, ...], install: bool
             write_crontab(with_block(current, path, []))
             click.echo(f"removed the lines for {path.resolve()} from the crontab")
             return
-        lines = crontab_lines(found, path, env)
+        lines = crontab_lines(found, path, env, Path(workdir) if workdir else None)
         assert path is not None  # crontab_lines raised otherwise
         for note in environment_notes(env):
             click.echo(f"note: {note}", err=True)
