@@ -5,7 +5,9 @@ file) holding `lock`, `state/` (the crawl's SQLite state: a run cut short by a c
 a deadline or a signal is resumed by the next run) and `history.jsonl` (one line per
 run). The lock is an `flock` on `lock`: the kernel drops it when the process dies, so a
 crashed run never blocks the next one, and an overlapping run exits at once with code 4.
-cronsim (maintained, vixie-cron compatible) evaluates schedules.
+cronsim (maintained, vixie-cron compatible) evaluates schedules, in the job's `timezone`
+(an IANA zone, as cron's CRON_TZ) or else in local time, found as the C library and cron
+find it: $TZ, else /etc/localtime. `zoneinfo` reads the system's tz database.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import contextlib
 import fcntl
 import json
 import os
-import shlex
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
@@ -36,11 +38,52 @@ class JobLocked(ScraperError):
     """Another run of the same job holds its lock."""
 
 
+@dataclass(frozen=True)
+class Zone:
+    """A time zone and the name shown for it (`Europe/Paris`, `local (Etc/UTC)`)."""
+
+    info: tzinfo
+    name: str
+
+
+def local_zone() -> Zone:
+    """Local time as the C library (and so cron) reads it: $TZ, else /etc/localtime."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    if name:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return Zone(ZoneInfo(name), f"local ({name}, from $TZ)")
+    localtime = Path("/etc/localtime")
+    target = localtime.resolve()
+    if "zoneinfo/" in target.as_posix():  # a link into the tz database names its zone
+        key = target.as_posix().split("zoneinfo/", 1)[1]
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            return Zone(ZoneInfo(key), f"local ({key})")
+    with contextlib.suppress(OSError, ValueError), open(localtime, "rb") as handle:
+        return Zone(ZoneInfo.from_file(handle, key="localtime"), "local")
+    if not target.exists():
+        return Zone(UTC, "local (UTC, no /etc/localtime)")  # the C library's default
+    info = datetime.now().astimezone().tzinfo or UTC
+    return Zone(info, f"local ({datetime.now(info).tzname()})")
+
+
+def named_zone(name: str, key: str) -> Zone:
+    """The IANA zone `name` of the setting `key`, or a ConfigError."""
+    try:
+        return Zone(ZoneInfo(name), name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{key} = {name!r}: not a time zone of the tz database; expected a name such "
+            "as 'Europe/Paris' or 'UTC' (the system's tz database, Debian's tzdata "
+            "package, or the tzdata Python package provides them)"
+        ) from None
+
+
 @dataclass
 class Job:
     name: str
     spec: JobSettings
     directory: Path
+    zone: Zone
 
     @property
     def history_path(self) -> Path:
@@ -68,9 +111,10 @@ class Job:
             return 0
 
     def next_run(self, after: datetime) -> datetime | None:
+        """The first scheduled time after `after` (naive: local time), in the job's zone."""
         if not self.spec.schedule:
             return None
-        return next(CronSim(self.spec.schedule, after))
+        return next(CronSim(self.spec.schedule, after.astimezone(self.zone.info)))
 
     def last_run(self) -> dict[str, Any] | None:
         try:
@@ -88,18 +132,23 @@ def load_jobs(loaded: LoadedSettings, settings_path: Path | None) -> dict[str, J
     """The jobs of the settings, with schedules checked."""
     base = settings_path.resolve().parent if settings_path else Path.cwd()
     jobs = {}
+    local = local_zone()
     for name, spec in loaded.settings.jobs.items():
+        source = loaded.sources.get("jobs", "settings")
+        zone = named_zone(spec.timezone, f"{source}: jobs.{name}.timezone") \
+            if spec.timezone else local
         if spec.schedule:
             try:
                 CronSim(spec.schedule, datetime.now())
             except CronSimError as exc:
                 raise ConfigError(
-                    f"{loaded.sources.get('jobs', 'settings')}: jobs.{name}.schedule = "
+                    f"{source}: jobs.{name}.schedule = "
                     f"{spec.schedule!r}: expected a cron expression such as '30 2 * * *' "
                     f"({exc})"
                 ) from None
         directory = Path(spec.dir) if spec.dir else Path("jobs") / name
-        jobs[name] = Job(name, spec, directory if directory.is_absolute() else base / directory)
+        jobs[name] = Job(name, spec, directory if directory.is_absolute() else base / directory,
+                         zone)
     return jobs
 
 
@@ -148,38 +197,22 @@ def job_overrides(job: Job) -> dict[str, Any]:
     return overrides
 
 
-def crontab_lines(jobs: dict[str, Job], settings_path: Path | None) -> list[str]:
-    """Ready-to-install crontab lines: absolute paths, output appended to a log file."""
-    python = shlex.quote(sys.executable)
-    workdir = shlex.quote(str(Path.cwd()))
-    settings = f" --settings {shlex.quote(str(settings_path.resolve()))}" if settings_path \
-        else ""
-    lines = []
-    for name, job in sorted(jobs.items()):
-        if not job.spec.schedule:
-            lines.append(f"# {name}: no schedule")
-            continue
-        log_file = shlex.quote(str(job.directory / "cron.log"))
-        lines.append(f"{job.spec.schedule} cd {workdir} && {python} -m scraper jobs run "
-                     f"{shlex.quote(name)}{settings} >> {log_file} 2>&1")
-    return lines
-
-
 def serve(jobs: dict[str, Job], settings_path: Path | None, stop: threading.Event,
           log: Any) -> None:
     """Run the jobs on their schedules until `stop` is set; one run at a time per job.
 
     Each run is a `scraper jobs run` subprocess, as cron would start it; a job whose
-    previous run is still going when it is due again is skipped for that time.
+    previous run is still going when it is due again is skipped for that time. Times are
+    compared as instants, each schedule read in its job's zone.
     """
     scheduled = {name: job for name, job in jobs.items() if job.spec.schedule}
     if not scheduled:
         raise ConfigError("no job has a schedule: nothing to serve")
     running: dict[str, subprocess.Popen[bytes]] = {}
-    due = {name: job.next_run(datetime.now()) for name, job in scheduled.items()}
+    due = {name: job.next_run(datetime.now(UTC)) for name, job in scheduled.items()}
     settings = ["--settings", str(settings_path.resolve())] if settings_path else []
     while not stop.is_set():
-        now = datetime.now()
+        now = datetime.now(UTC)
         for name, when in list(due.items()):
             if when is None or when > now:
                 continue
@@ -196,7 +229,8 @@ def serve(jobs: dict[str, Job], settings_path: Path | None, stop: threading.Even
                 log(f"job {name}: exited with code {process.returncode}")
                 del running[name]
         upcoming = [when for when in due.values() if when is not None]
-        wait = (min(upcoming) - datetime.now()).total_seconds() if upcoming else 60.0
+        wait = (min(upcoming) - datetime.now(UTC)).total_seconds() if upcoming \
+            else 60.0
         stop.wait(max(0.05, min(wait, 1.0)) if running else max(0.05, min(wait, 60.0)))
     for name, process in running.items():
         log(f"job {name}: waiting for the run in progress to end")

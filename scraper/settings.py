@@ -127,6 +127,7 @@ class JobSettings(_Section):
     settings: dict[str, Any] = Field(default_factory=dict)
     incremental: bool = False
     dir: str = ""
+    timezone: str = ""  # an IANA zone ("Europe/Paris") the schedule is read in; "" = local
 
 
 class Settings(_Section):

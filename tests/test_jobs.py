@@ -15,7 +15,8 @@ import pytest
 from servers import Exchange, FaultServer
 
 from scraper.api import run_job
-from scraper.jobs import JobLocked, crontab_lines, job_lock, load_jobs
+from scraper.crontab import crontab_lines
+from scraper.jobs import JobLocked, job_lock, load_jobs
 from scraper.settings import load
 
 SPIDER = '''
@@ -173,7 +174,7 @@ def test_bad_schedule_and_placeholder_are_explained(tmp_path: Path) -> None:
 def test_crontab_lines_use_absolute_paths(tmp_path: Path) -> None:
     settings = write_project(tmp_path, "http://127.0.0.1:9/")
     (line,) = crontab_lines(load_jobs(load(settings), settings), settings)
-    assert line.startswith("30 2 * * * cd /")
+    assert line.startswith(f"30 2 * * * mkdir -p {tmp_path}/jobs/nightly && cd {tmp_path} && ")
     assert f"{sys.executable} -m scraper jobs run nightly --settings {settings}" in line
     assert line.endswith(f">> {tmp_path}/jobs/nightly/cron.log 2>&1")
 
@@ -248,12 +249,16 @@ def test_jobs_list_and_crontab_commands(server: FaultServer, tmp_path: Path) -> 
     listing = scraper_command("jobs", "list", cwd=tmp_path)
     out, _ = listing.communicate(timeout=30)
     lines = out.decode().splitlines()
-    assert lines[0].split() == ["job", "schedule", "last", "run", "result", "next", "run"]
+    assert lines[0].split() == ["job", "schedule", "zone", "last", "run", "result", "next",
+                                "run"]
     assert lines[1].startswith("nightly") and "30 2 * * *" in lines[1]
+    assert "local (" in lines[1]  # the zone the schedule is read in
     assert "exit 0" in lines[1] and "02:30" in lines[1]
     crontab = scraper_command("jobs", "crontab", cwd=tmp_path)
     out, _ = crontab.communicate(timeout=30)
-    assert out.decode().startswith("30 2 * * * cd ")
+    begin, line, end = out.decode().splitlines()
+    assert begin.startswith("# >>> scraper jobs of ") and end.startswith("# <<< scraper jobs")
+    assert line.startswith("30 2 * * * mkdir -p ")
 
 
 def test_unknown_job_exits_2(tmp_path: Path) -> None:

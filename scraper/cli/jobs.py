@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +50,33 @@ def jobs() -> None:
 
     \b
     Example:
-      scraper jobs crontab | crontab -     # install every job's schedule
+      scraper jobs crontab --install       # add every job's schedule to your crontab
     """
 
 
 @jobs.command(name="list")
 @_settings_file_option
 def list_jobs(settings_file: str | None) -> None:
-    """Each job's schedule, last run and result, and next run."""
+    """Each job's schedule and the zone it is read in, last run and result, next run.
+
+    A job without `timezone` follows local time: $TZ, else the system's /etc/localtime,
+    which is what cron uses.
+    """
     found, _ = _load_jobs(settings_file)
-    now = datetime.now()
-    rows = [("job", "schedule", "last run", "result", "next run")]
+    now = datetime.now(UTC)
+    rows = [("job", "schedule", "zone", "last run", "result", "next run")]
     for name, job in sorted(found.items()):
         last = job.last_run()
         upcoming = job.next_run(now)
         rows.append((
             name,
             job.spec.schedule or "-",
+            job.zone.name,
             last["ended"] if last else "never",
             f"exit {last['exit_code']}" if last else "-",
-            upcoming.isoformat(sep=" ", timespec="minutes") if upcoming else "-",
+            upcoming.strftime("%Y-%m-%d %H:%M %Z") if upcoming else "-",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
                                                                       strict=True)).rstrip())
@@ -113,18 +118,88 @@ def run_job(name: str, settings_file: str | None, log_level: str, log_format: st
 
 @jobs.command()
 @_settings_file_option
-def crontab(settings_file: str | None) -> None:
-    """Print crontab lines for every scheduled job: absolute paths, output to a log.
+@click.option("--env", "env_names", multiple=True, metavar="NAME",
+              help="Write this variable's current value into each line (cron starts with "
+                   "an almost empty environment), e.g. --env PYTHONPATH. Repeatable.")
+@click.option("--workdir", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="The directory the lines change to, where relative paths (spiders_dir, "
+                   "output) are read from (default: the settings file's directory).")
+@click.option("--install", is_flag=True,
+              help="Put the lines into your crontab, between marker lines naming this "
+                   "settings file; the rest of the crontab is kept.")
+@click.option("--uninstall", is_flag=True,
+              help="Remove this settings file's marked lines from your crontab.")
+@click.option("--yes", "-y", is_flag=True,
+              help="With --install: replace the installed lines without asking.")
+def crontab(settings_file: str | None, env_names: tuple[str, ...], workdir: str | None,
+            install: bool, uninstall: bool, yes: bool) -> None:
+    """Crontab lines for every scheduled job, printed or installed.
+
+    Each line runs as cron runs it (/bin/sh, PATH=/usr/bin:/bin, in $HOME, no locale):
+    it creates jobs/NAME, changes to the settings file's directory, runs this Python with
+    the absolute settings path and appends the output to jobs/NAME/cron.log. A job's `timezone` is
+    written as CRON_TZ= (cronie honours it; Debian's cron reads every schedule in the
+    system's zone). The crontab command is `crontab`, or $SCRAPER_CRONTAB.
 
     \b
-    Example:
-      scraper jobs crontab >> my.crontab && crontab my.crontab
+    Examples:
+      scraper jobs crontab --install       # add or update this project's lines
+      scraper jobs crontab --uninstall     # remove them
+      scraper jobs crontab >> my.crontab   # or print them, to edit by hand
     """
-    from ..jobs import crontab_lines
+    from ..crontab import (
+        crontab_lines,
+        environment_notes,
+        foreign_cron_tz,
+        markers,
+        owned_block,
+        passed_environment,
+        read_crontab,
+        with_block,
+        write_crontab,
+    )
 
+    if install and uninstall:
+        raise click.UsageError("--install and --uninstall: choose one")
     found, path = _load_jobs(settings_file)
-    for line in crontab_lines(found, path):
-        click.echo(line)
+    with _config_errors():
+        env = passed_environment(env_names)
+        if uninstall:
+            if path is None:
+                raise click.UsageError("no settings file: nothing was installed for it")
+            current = read_crontab()
+            if owned_block(current, path) is None:
+                click.echo(f"nothing to remove: the crontab has no lines for {path.resolve()}")
+                return
+            write_crontab(with_block(current, path, []))
+            click.echo(f"removed the lines for {path.resolve()} from the crontab")
+            return
+        lines = crontab_lines(found, path, env, Path(workdir) if workdir else None)
+        assert path is not None  # crontab_lines raised otherwise
+        for note in environment_notes(env):
+            click.echo(f"note: {note}", err=True)
+        begin, end = markers(path)
+        if not install:
+            for line in (begin, *lines, end):
+                click.echo(line)
+            return
+        current = read_crontab()
+        installed = owned_block(current, path)
+        if installed == [begin, *lines, end]:
+            click.echo("the crontab already has these lines: nothing to do")
+            return
+        if installed is not None and not yes:
+            click.echo("installed now:\n  " + "\n  ".join(installed[1:-1] or ["(none)"]))
+            click.echo("to install:\n  " + "\n  ".join(lines or ["(none)"]))
+            if not click.confirm("Replace them?", default=False):
+                _fail("the crontab was not changed", 1)
+        write_crontab(with_block(current, path, lines))
+        if foreign_cron_tz(current, path):
+            click.echo("note: a CRON_TZ= line above the scraper lines applies to them too",
+                       err=True)
+        scheduled = sum(1 for line in lines if line[:1] not in ("#", "C"))
+        click.echo(f"{scheduled} job line(s) installed in the crontab, between the lines "
+                   f"{begin!r} and {end!r}")
 
 
 @jobs.command()
