@@ -29,9 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from .errors import ConfigError, ScraperError
+from .exits import EXIT_LOCKED as EXIT_LOCKED
 from .settings import JobSettings, LoadedSettings
-
-EXIT_LOCKED = 4
 
 
 class JobLocked(ScraperError):

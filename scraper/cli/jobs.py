@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 
+from ..exits import EXIT_LOCKED
 from . import _config_errors, _fail, _log_options, _setup_logging, main
 from .crawling import _reporter, _summary
-
-EXIT_LOCKED = 4
 
 
 def _settings_file_option(func: Any) -> Any:
