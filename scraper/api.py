@@ -103,7 +103,7 @@ def crawl(
 
 
 def build_crawler(
-    spider: Spider,
+    spider: Spider | type[Spider],
     settings: Settings,
     *,
     outputs: Iterable[str | Exporter] = (),
@@ -114,11 +114,14 @@ def build_crawler(
 ) -> Engine:
     """The one place a crawl is wired together (the API, the CLI and `scraper bench`).
 
+    `spider`: an instance, or a Spider subclass (created with no arguments).
     `outputs`: paths as for `-o` (or exporters). `collect_items`: keep the items in the
     result (the Python API). `handle_signals`: SIGINT/SIGTERM stop the crawl gracefully
     (the main thread only). `on_progress(snapshot)` every `progress_interval` seconds.
     """
     check_disabled(settings)
+    if isinstance(spider, type):
+        spider = resolve_spider(spider, settings.crawl.spiders_dir)()
     exporters = [o if isinstance(o, Exporter) else Exporter(o) for o in outputs]
     options: dict[str, Any] = {}
     if progress_interval is not None:
