@@ -89,5 +89,5 @@ def test_demo_runs_from_any_directory(tmp_path: Path) -> None:
 
 def test_unknown_component_in_crawl_disable_is_a_config_error() -> None:
     with serve({"/": "<p>x</p>"}) as site, pytest.raises(scraper.ConfigError,
-                                                          match="crawl.disable.*cookiez"):
+                                                          match=r"crawl\.disable.*cookiez"):
         crawl(link_spider(site.url("/")), crawl__disable=["cookiez"])
