@@ -31,6 +31,7 @@ from .errors import (
 from .exporters import Exporter
 from .items import as_dict, is_item, pipeline_steps, validate
 from .request import Failure, Request
+from .resolver import trusted_hosts
 from .response import Response
 from .robots import RobotsPolicy, policy_from_response, robots_url
 from .scheduler import ROBOTS_META, Scheduler
@@ -139,7 +140,9 @@ class Crawler:
             allowed = sorted({hostname(r.url) for r in start_requests})
         self.scheduler = self._make_scheduler(allowed)
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
-                             retry_statuses=self._retry.statuses)
+                             retry_statuses=self._retry.statuses,
+                             trusted_hosts=trusted_hosts({hostname(r.url) for r in start_requests},
+                                                         self.spider.allowed_domains or ()))
         started = self._started = time.monotonic()
         wall_started = time.time()
         deadline = started + settings.crawl.deadline if settings.crawl.deadline else None
