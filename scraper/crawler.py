@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 from .client import Client, FetchResult, RetryPolicy
 from .errors import (
+    BlockedAddress,
     Cancelled,
     CloseSpider,
     ConfigError,
@@ -520,6 +521,8 @@ class Crawler:
         for _ in range(6):
             try:
                 result = self.client.fetch("GET", url)
+            except BlockedAddress:
+                return 404, b""  # never reached: allow all; each page then fails blocked_address
             except StatusError as exc:
                 if isinstance(exc.result, FetchResult) and exc.result.status in (429, *range(
                         500, 600)):

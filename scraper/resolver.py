@@ -30,7 +30,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from .errors import BlockedAddress
@@ -231,8 +231,10 @@ class Resolver:
     with a timeout (see the module docstring)."""
 
     def __init__(self, *, ttl: float, mapped: Mapping[str, str] | None = None,
-                 family: int = socket.AF_UNSPEC) -> None:
+                 family: int = socket.AF_UNSPEC,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
+        self._clock = clock
         self.negative_ttl = min(ttl, NEGATIVE_TTL)
         self.family = family
         self._mapped: HostPatterns[str] = HostPatterns(mapped)
@@ -255,7 +257,7 @@ class Resolver:
     def _lookup(self, name: str, timeout: float | None) -> list[SocketAddress]:
         with self._lock:
             hit = self._cache.get(name)
-            if hit is not None and hit[0] > time.monotonic():
+            if hit is not None and hit[0] > self._clock():
                 if isinstance(hit[1], OSError):  # a fresh copy: other threads raise it too
                     raise socket.gaierror(hit[1].errno, hit[1].strerror)
                 return hit[1]
@@ -286,7 +288,7 @@ class Resolver:
             else:
                 ttl = 0.0  # a timeout or a server failure: ask again next time
             if ttl > 0:
-                self._store(name, time.monotonic() + ttl, value)
+                self._store(name, self._clock() + ttl, value)
             self._pending.pop(name, None)
         lookup.done.set()
 
@@ -297,7 +299,7 @@ class Resolver:
         cache = self._cache
         cache.pop(name, None)
         if len(cache) >= MAX_CACHED:
-            now = time.monotonic()
+            now = self._clock()
             for key in [key for key, (until, _) in cache.items() if until <= now]:
                 del cache[key]
             while len(cache) >= MAX_CACHED:
