@@ -60,6 +60,8 @@ def normalize_host(host: str) -> str:
 
 
 def is_ip(host: str) -> bool:
+    if ":" not in host and not host[-1:].isdigit():
+        return False  # a name (an IPv4 address ends with a digit): no parse attempt
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
