@@ -12,6 +12,9 @@ One `urllib3.PoolManager` serves every worker: `maxsize` = `crawl.per_host` with
 - Connection subclasses count real TCP connects and requests on reused connections, and
   register each socket with the request's `Exchange`, so a watchdog can shut it down
   from another thread in any phase (DNS is resolved in a helper thread with a timeout).
+- Connections go through `resolver`: `http.resolve`, the DNS cache, and the guard that
+  refuses private addresses to hosts that are not the crawl's own (`trusted_hosts`),
+  judged on the address connected to; a proxy's targets are judged before sending.
 - urllib3 errors become the project's `FetchError` subclasses here and nowhere else.
 - `RetryPolicy` holds tenacity's retry, stop and wait strategies; the scheduler does
   the waiting, so no worker thread sleeps through a backoff.
