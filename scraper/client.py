@@ -12,6 +12,9 @@ One `urllib3.PoolManager` serves every worker: `maxsize` = `crawl.per_host` with
 - Connection subclasses count real TCP connects and requests on reused connections, and
   register each socket with the request's `Exchange`, so a watchdog can shut it down
   from another thread in any phase (DNS is resolved in a helper thread with a timeout).
+- Connections go through `resolver`: `http.resolve`, the DNS cache, and the guard that
+  refuses private addresses to hosts that are not the crawl's own (`trusted_hosts`),
+  judged on the address connected to; a proxy's targets are judged before sending.
 - urllib3 errors become the project's `FetchError` subclasses here and nowhere else.
 - `RetryPolicy` holds tenacity's retry, stop and wait strategies; the scheduler does
   the waiting, so no worker thread sleeps through a backoff.
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
 import logging
 import queue
 import socket
@@ -30,7 +32,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,7 @@ from .errors import (
     StatusError,
     TooLarge,
 )
+from .resolver import AddressGuard, Resolver
 from .settings import HttpSettings, RetrySettings
 from .stats import Stats
 
@@ -74,7 +77,6 @@ log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 DRAIN_CAP = 64 * 1024
 REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-DNS_TTL = 300.0
 
 
 class Exchange:
@@ -127,76 +129,14 @@ def _exchange() -> Exchange | None:
     return getattr(_current, "exchange", None)
 
 
-class _Lookup:
-    __slots__ = ("done", "error", "infos")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.infos: list[Any] = []
-        self.error: BaseException | None = None
-
-
-class Resolver:
-    """getaddrinfo in helper threads, with a timeout and a small TTL cache.
-
-    getaddrinfo cannot be interrupted: running it in a daemon thread lets the caller give
-    up on time, and lets the process exit at a deadline even while a lookup hangs (the
-    threads of a ThreadPoolExecutor are joined at exit). Callers asking for the same
-    name share one lookup.
-    """
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], tuple[float, list[Any]]] = {}
-        self._pending: dict[tuple[str, int], _Lookup] = {}
-        self._lock = threading.Lock()
-
-    def resolve(self, host: str, port: int, timeout: float) -> list[Any]:
-        key = (host, port)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit and hit[0] > time.monotonic():
-                return hit[1]
-            lookup = self._pending.get(key)
-            if lookup is None:
-                lookup = self._pending[key] = _Lookup()
-                threading.Thread(target=self._run, args=(key, lookup), daemon=True,
-                                 name="scraper-dns").start()
-        if not lookup.done.wait(max(timeout, 0.001)):
-            raise TimeoutError(f"DNS lookup of {host} timed out")
-        if lookup.error is not None:
-            raise lookup.error
-        return lookup.infos
-
-    def _run(self, key: tuple[str, int], lookup: _Lookup) -> None:
-        try:
-            lookup.infos = socket.getaddrinfo(key[0], key[1],
-                                              urllib3_connection.allowed_gai_family(),
-                                              socket.SOCK_STREAM)
-        except OSError as exc:
-            lookup.error = exc
-        with self._lock:
-            if lookup.error is None:
-                self._cache[key] = (time.monotonic() + DNS_TTL, lookup.infos)
-            self._pending.pop(key, None)
-        lookup.done.set()
-
-    def close(self) -> None:
-        """Nothing to release: lookup threads are daemons that end on their own."""
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 class _TrackedConnectionMixin:
-    """Counts connects and reuses; registers sockets; resolves DNS with a timeout."""
+    """Counts connects and reuses; registers sockets; resolves DNS with a timeout and
+    connects only at the addresses the guard allows."""
 
     stats: Stats
     resolver: Resolver
+    guard: AddressGuard
+    default_connect_timeout: float
     _requests_sent = 0
     idle_since = 0.0
 
@@ -216,22 +156,26 @@ class _TrackedConnectionMixin:
         return sock
 
     def _connect_resolved(self) -> socket.socket:
+        """Resolve (cache, http.resolve, IP literal), drop the addresses the guard
+        refuses, then connect to the first that answers: the address judged is the
+        address connected to."""
         host, port, timeout = self._dns_host, self.port, self.timeout  # type: ignore[attr-defined]
-        if _is_ip(host) or not isinstance(timeout, int | float):
-            return super()._new_conn()  # type: ignore[misc, no-any-return]
+        if not isinstance(timeout, int | float):
+            timeout = self.default_connect_timeout
         started = time.monotonic()
         try:
-            infos = self.resolver.resolve(host, port, timeout)
+            addresses = self.resolver.resolve(host, port, timeout)
         except socket.gaierror as exc:
             raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
         except OSError as exc:
             raise ConnectTimeoutError(self, f"DNS lookup of {host} timed out") from exc
+        addresses = self.guard.connectable(host, addresses)
         error: Exception | None = None
-        for family, socktype, proto, _, address in infos:
+        for family, address in addresses:
             remaining = timeout - (time.monotonic() - started)
             if remaining <= 0:
                 break
-            sock = socket.socket(family, socktype, proto)
+            sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 for option in self.socket_options or ():  # type: ignore[attr-defined]
                     sock.setsockopt(*option)
@@ -243,7 +187,8 @@ class _TrackedConnectionMixin:
                 error = exc
         if error is None or isinstance(error, TimeoutError):
             raise ConnectTimeoutError(self, f"connection to {host} timed out")
-        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
+        raise NewConnectionError(  # type: ignore[arg-type]
+            self, f"Failed to establish a new connection: {error}") from error
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
@@ -412,11 +357,19 @@ class Client:
     """One per crawl: the PoolManager, the watchdog and the socket registry."""
 
     def __init__(self, http: HttpSettings, *, per_host: int, stats: Stats,
-                 retry_statuses: frozenset[int] = frozenset()) -> None:
+                 retry_statuses: frozenset[int] = frozenset(),
+                 trusted_hosts: Iterable[str] = ()) -> None:
+        """`trusted_hosts`: the crawl's own hosts (names or `*.suffix` patterns, see
+        `resolver.trusted_hosts`), which may be at private addresses; `http.resolve`
+        names and the proxy are added here. Every other host must resolve to a public
+        address unless `http.allow_private_addresses`."""
         self.settings = http
         self.stats = stats
         self.retry_statuses = retry_statuses
-        self._resolver = Resolver()
+        self._resolver = Resolver(ttl=http.dns_ttl, mapped=http.resolve,
+                                  family=urllib3_connection.allowed_gai_family())
+        self._guard = AddressGuard([*trusted_hosts, *http.resolve],
+                                   allow_private=http.allow_private_addresses)
         self._exchanges: set[Exchange] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -432,7 +385,8 @@ class Client:
             # The user turned verification off on purpose: say it once, not per request.
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
             log.warning("TLS certificate verification is off (http.verify_tls = false)")
-        attrs = {"stats": stats, "resolver": self._resolver}
+        attrs = {"stats": stats, "resolver": self._resolver, "guard": self._guard,
+                 "default_connect_timeout": http.connect_timeout}
         http_conn = type("TrackedHTTPConnection", (_TrackedConnectionMixin, HTTPConnection), attrs)
         https_conn = type(
             "TrackedHTTPSConnection", (_TrackedConnectionMixin, HTTPSConnection), attrs
@@ -454,6 +408,7 @@ class Client:
             # Credentials in the proxy URL become a Proxy-Authorization header sent to
             # the proxy only (https goes through a CONNECT tunnel); never logged.
             proxy = parse_url(http.proxy)
+            self._guard.trust(proxy.host or "")
             headers = make_headers(proxy_basic_auth=proxy.auth) if proxy.auth else None
             self._pm = urllib3.ProxyManager(proxy._replace(auth=None).url,
                                             proxy_headers=headers, **pool_kw)
@@ -470,6 +425,11 @@ class Client:
         self._watchdog = threading.Thread(target=self._watch, name="scraper-watchdog",
                                           daemon=True)
         self._watchdog.start()
+
+    def trust(self, host: str) -> None:
+        """Add one of the crawl's own hosts (a name or a `*.suffix` pattern): it may be
+        at a private address (e.g. a start URL's host, known only once it is read)."""
+        self._guard.trust(host)
 
     # -- cancellation -------------------------------------------------------------------
 
@@ -568,6 +528,7 @@ class Client:
                 "timeout": timeout, "pool_timeout": remaining, "preload_content": False,
                 "decode_content": True}
             if self._proxied:  # the ProxyManager sets the proxy's headers and target form
+                self._check_proxied_target(url, timeout.connect_timeout)
                 response = self._pm.urlopen(method, url, **options)
             else:
                 pool = self._pm.connection_from_host(*self._pool_key(url))
@@ -585,6 +546,7 @@ class Client:
         except FetchError as exc:
             if exchange.cancel_reason is not None and not isinstance(exc, Cancelled):
                 raise self._cancelled(exchange, url) from exc
+            exc.url = exc.url or url  # raised in a connection, which knows no URL
             raise
         except (HTTPError, OSError) as exc:
             if exchange.cancel_reason is None and time.monotonic() >= exchange.expires - 0.01:
@@ -622,6 +584,20 @@ class Client:
             if len(self._pool_keys) < 10_000:
                 self._pool_keys[origin] = key
         return key
+
+    def _check_proxied_target(self, url: str, timeout: Any) -> None:
+        """The proxy connects to the target, so the guard judges what the target's name
+        resolves to here: any refused address refuses the request. A name this process
+        cannot resolve is left to the proxy (its network, its names)."""
+        host, port, _ = self._pool_key(url)
+        if self._guard.trusts(host):
+            return
+        try:
+            addresses = self._resolver.resolve(host, port, timeout if isinstance(
+                timeout, int | float) else self.settings.connect_timeout)
+        except OSError:
+            return
+        self._guard.check_all(host, addresses)
 
     def _expiry_reason(self) -> str:
         if self.deadline is not None and time.monotonic() >= self.deadline:

@@ -30,6 +30,7 @@ from .frontier.codec import dump_request
 from .items import ItemProcessor
 from .outputs import ItemSink
 from .request import Request
+from .resolver import trusted_hosts
 from .settings import Settings
 from .spider import Spider
 from .stats import Stats
@@ -88,7 +89,7 @@ class Engine:
         wall_started = time.time()
         queued_left = 0
         try:
-            self._open(allowed)
+            self._open(allowed, {hostname(r.url) for r in first})
             assert self.frontier is not None and self.client is not None
             deadline = started + settings.crawl.deadline if settings.crawl.deadline else None
             self.client.deadline = deadline
@@ -112,7 +113,7 @@ class Engine:
             log.exception("spider.closed() raised")
         return self._result(reason, started, wall_started, queued_left)
 
-    def _open(self, allowed: Any) -> None:
+    def _open(self, allowed: Any, start_hosts: set[str]) -> None:
         settings = self.settings
         self.store = open_jobstore(settings, self.spider)
         if self.store is not None and self.store.resumed:
@@ -120,7 +121,9 @@ class Engine:
             log.info("resuming the crawl in %s", settings.frontier.jobdir)
         self.frontier = open_frontier(settings, self.spider, self.stats, allowed, self.store)
         self.client = Client(settings.http, per_host=settings.crawl.per_host, stats=self.stats,
-                             retry_statuses=self.retry_policy.statuses)
+                             retry_statuses=self.retry_policy.statuses,
+                             trusted_hosts=trusted_hosts(start_hosts,
+                                                         self.spider.allowed_domains or ()))
         self.chain = build_chain(settings, self.spider, client=self.client,
                                  frontier=self.frontier, store=self.store, stats=self.stats,
                                  policy=self.retry_policy, stopping=lambda: self.stopping)

@@ -11,6 +11,7 @@ ScraperError
 │   ├── TooLarge                      reason "too_large"
 │   ├── StatusError (.status)         reason "status:NNN" (retryable statuses, given up)
 │   ├── RedirectError                 reason "redirect" (loop, too many, bad Location)
+│   ├── BlockedAddress                reason "blocked_address" (a private address, refused)
 │   └── Cancelled                     reason "deadline" / "interrupted"
 ├── ItemError                         an item that failed validation
 └── FatalError (.path)                the crawl cannot go on -> finish_reason "error", exit 1
@@ -88,6 +89,13 @@ class StatusError(FetchError):
 
 class RedirectError(FetchError):
     reason = "redirect"
+
+
+class BlockedAddress(FetchError):
+    """A host outside the crawl's own resolved to a loopback, private, link-local or
+    otherwise non-public address: refused before connecting (`http.allow_private_addresses`)."""
+
+    reason = "blocked_address"
 
 
 class Cancelled(FetchError):

@@ -8,7 +8,9 @@ was expected, and is raised as `ConfigError`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -48,6 +50,17 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 class _Section(BaseModel):
@@ -91,6 +104,26 @@ class HttpSettings(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
     proxy: str = ""
+    dns_ttl: Duration = 300.0
+    resolve: dict[str, str] = Field(default_factory=dict)
+    allow_private_addresses: bool = False
+
+    @field_validator("resolve")
+    @classmethod
+    def _resolve_map(cls, value: dict[str, str]) -> dict[str, str]:
+        mapped = {}
+        for pattern, address in value.items():
+            name = pattern.strip().lower().rstrip(".")
+            if not name.isascii():
+                with contextlib.suppress(UnicodeError):  # the pattern check names it
+                    name = name.encode("idna").decode("ascii")
+            if not _HOST_PATTERN.fullmatch(name) and not _is_ip(name):
+                raise ValueError(f"host names or '*.suffix' patterns as keys, not {pattern!r}")
+            if not _is_ip(address):
+                raise ValueError(f"IP addresses as values, like '127.0.0.1', not {address!r} "
+                                 f"(for {pattern!r})")
+            mapped[name.strip("[]")] = address.strip().strip("[]")
+        return mapped
 
     @field_validator("proxy")
     @classmethod

@@ -135,7 +135,8 @@ def test_idle_connections_are_closed_in_the_background(server: FaultServer) -> N
 
     server.add_page("/")
     stats = Stats()
-    client = Client(HttpSettings(idle_timeout=0.2), per_host=2, stats=stats)
+    client = Client(HttpSettings(idle_timeout=0.2), per_host=2, stats=stats,
+                    trusted_hosts=[server.host])
     try:
         client.fetch("GET", server.url("/"))
         assert server.open_connections == 1

@@ -49,6 +49,14 @@ def _make_client(loaded: LoadedSettings) -> Client:
     return Client(loaded.settings.http, per_host=loaded.settings.crawl.per_host, stats=Stats())
 
 
+def _trust_typed(client: Client, url: str) -> None:
+    """A URL the user typed is theirs to reach, private address or not (the guard is
+    for links and redirects a crawl meets, which these commands do not follow)."""
+    from ..urls import hostname
+
+    client.trust(hostname(url))
+
+
 def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str]:
     headers = {}
     for pair in pairs:
@@ -187,6 +195,7 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
     client = _make_client(loaded)
     try:
         for index, url in enumerate(urls, 1):
+            _trust_typed(client, url)
             try:
                 result = client.fetch(method.upper(), url, headers or None)
             except FetchError as exc:
@@ -239,6 +248,7 @@ def _fetch_page(client: Client, url: str, meta: dict[str, Any] | None = None) ->
     from ..response import Response
 
     request = Request(url, meta=meta)
+    _trust_typed(client, url)
     result = client.fetch(request.method, url, request.headers, request.body)
     return Response(result.url, result.status, result.headers, result.body, request)
 

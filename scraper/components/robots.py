@@ -14,7 +14,7 @@ from collections.abc import Callable
 from urllib.parse import urljoin
 
 from ..client import Client, FetchResult
-from ..errors import FetchError, StatusError
+from ..errors import BlockedAddress, FetchError, StatusError
 from ..frontier import ROBOTS_META, Frontier
 from ..robots import RobotsPolicy, policy_from_response, robots_url
 from ..settings import Settings
@@ -77,6 +77,8 @@ class RobotsComponent(Component):
         for _ in range(6):
             try:
                 result = self._client.fetch("GET", url)
+            except BlockedAddress:
+                return 404, b""  # never reached: allow all; each page fails blocked_address
             except StatusError as exc:
                 if isinstance(exc.result, FetchResult) and exc.result.status in (429, *range(
                         500, 600)):
