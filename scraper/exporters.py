@@ -118,7 +118,12 @@ class _File:
         self._csv.writerow({k: _csv_value(v) for k, v in item.items()})
 
     def commit(self) -> None:
-        """Complete the file: end the JSON array, flush, fsync, rename into place."""
+        """Complete the file and rename it into place."""
+        self.close()
+        self.rename()
+
+    def close(self) -> None:
+        """Complete the `.part` file: end the JSON array, flush, fsync, close."""
         if self.format == "json":
             self._text.write("\n]\n" if self.count else "]\n")
         elif self.format == "csv" and self._csv is None and self._fields:
@@ -132,8 +137,11 @@ class _File:
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
-        assert self.path is not None
-        os.replace(self.part, self.path)
+
+    def rename(self) -> None:
+        if self._raw is not None:
+            assert self.path is not None
+            os.replace(self.part, self.path)
 
     def abort(self) -> None:
         """Close, leaving the `.part` file; the final file is untouched."""
@@ -144,13 +152,16 @@ class _File:
 class Exporter:
     """Thread-safe item writer for one output (one file, stdout, or numbered batches).
 
-    `target` names the output: its path, or its path template with `{batch}` left in
-    (the crawl's job store keys exports by it).
+    `target` is the output's path, or its path template with `{batch}` left in; `stream`
+    names the output across runs (before placeholders such as `{date}` are filled), so
+    that a job store can give each output every item exactly once.
     """
 
     def __init__(self, target: str, *, format: str = "", fields: Sequence[str] = (),
-                 overwrite: bool = True, batch_items: int = 0, label: str = "") -> None:
+                 overwrite: bool = True, batch_items: int = 0, label: str = "",
+                 stream: str = "") -> None:
         self.target = target
+        self.stream = stream or target
         self.label = label or f"-o {target}"
         self.fields = tuple(fields) or None
         self.overwrite = overwrite
@@ -162,6 +173,8 @@ class Exporter:
         self._file: _File | None = None
         self._keep = not overwrite
         self._next_batch = 1
+        self._pending: list[_File] = []  # full batches renamed only by finalise()
+        self._defer_renames = False
         if target == "-":
             self.format = format or "jsonl"
             self.compression: str | None = None
@@ -238,7 +251,11 @@ class Exporter:
             self._file.write(self._select(item))
             self.count += 1
             if self.batch_items and self._file.count >= self.batch_items:
-                self._file.commit()
+                if self._defer_renames:
+                    self._file.close()
+                    self._pending.append(self._file)
+                else:
+                    self._file.commit()
                 self._file = None
                 self.batches += 1
             return True
@@ -246,8 +263,12 @@ class Exporter:
     def write_and_finalise(self, items: Iterable[dict[str, Any]], keep_existing: bool) -> None:
         """Write `items` and finalise; with `keep_existing` (an earlier export of the same
         job went to this output) what is already there is kept: the file's items come
-        first, or new batches are numbered after the existing ones."""
+        first, or new batches are numbered after the existing ones.
+
+        Batches are all renamed at the end, together: an export cut short leaves only
+        `.part` files, and its redo numbers its batches as this one did."""
         with self._lock:
+            self._defer_renames = True
             if keep_existing and self._file is None and not self._closed:
                 self._keep = True
                 if self.batch_items:
@@ -260,8 +281,9 @@ class Exporter:
         """Close without finalising: the `.part` file stays, the final file is untouched."""
         with self._lock:
             self._closed = True
-            if self._file is not None:
-                self._file.abort()
+            for file in [*self._pending, self._file]:
+                if file is not None:
+                    file.abort()
 
     def finalise(self) -> None:
         """Complete the output: the last (or only) file renamed into place. Idempotent.
@@ -273,10 +295,14 @@ class Exporter:
             if self._file is None and not self.batch_items:
                 self._file = self._open()
             if self._file is not None:
-                self._file.commit()
+                self._file.close()
+                self._pending.append(self._file)
                 if self.batch_items:
                     self.batches += 1
                 self._file = None
+            for file in self._pending:
+                file.rename()
+            self._pending.clear()
 
 
 def _split_batch(name: str) -> list[str | None]:
@@ -342,14 +368,15 @@ def build_outputs(settings: Settings, cli_paths: Sequence[str] = (), *,
     if cli_paths:
         for path in cli_paths:
             label = f"-o {path}"
-            outputs.append(Exporter(fill_placeholders(path, values, label), label=label))
+            outputs.append(Exporter(fill_placeholders(path, values, label), label=label,
+                                    stream=f"-o {path}"))
     else:
         for name, spec in settings.outputs.items():
             label = f"outputs.{name}.path = {spec.path!r}"
             outputs.append(Exporter(
                 fill_placeholders(spec.path, values, label), format=spec.format,
                 fields=spec.fields, overwrite=spec.overwrite, batch_items=spec.batch_items,
-                label=label))
+                label=label, stream=f"outputs.{name}"))
     seen: dict[str, str] = {}
     for output in outputs:
         key = output.target if output.target == "-" else str(Path(output.target).resolve())
