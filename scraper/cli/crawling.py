@@ -270,8 +270,10 @@ def _effective_settings(loaded: LoadedSettings, spider: str | None
                      _source_label(key, loaded.sources.get(key), spider)))
     for table in ("jobs", "outputs"):
         for name, values in sorted(data.get(table, {}).items()):
-            rows.append((f"{table}.{name}", values,
-                         _source_label(table, loaded.sources.get(table), spider)))
+            fields = [source for key, source in loaded.sources.items()
+                      if key.startswith(f"{table}.{name}.")]  # -s outputs.NAME.KEY=...
+            source = fields[-1] if fields else loaded.sources.get(table)
+            rows.append((f"{table}.{name}", values, _source_label(table, source, spider)))
     return rows
 
 
