@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 from .chain import check_disabled
 from .engine import CrawlResult, Engine
 from .errors import ConfigError
-from .exporters import Exporter
+from .exporters import Exporter, build_outputs
 from .jobs import append_history, get_job, job_lock, job_overrides, load_jobs, run_record
 from .loader import find_spider
 from .settings import LoadedSettings, Settings, load
@@ -65,12 +65,17 @@ def run_job(name: str, *, settings_file: str | Path | None = None,
     job = get_job(load_jobs(load(path), path), name)
     with job_lock(job):
         started = time.time()
-        output = job.output_path(datetime.now())
+        now = datetime.now()
+        output = job.output_path(now)
         try:
             instance, loaded = prepare(job.spec.spider, settings_file=path,
                                        settings=job_overrides(job),
                                        spider_args=job.spec.args)
-            result = build_crawler(instance, loaded.settings, outputs=[output] if output else (),
+            outputs = build_outputs(loaded.settings,
+                                    [job.spec.output] if job.spec.output else [],
+                                    placeholders={**job.placeholders(now),
+                                                  "spider": instance.name}, now=now)
+            result = build_crawler(instance, loaded.settings, outputs=outputs,
                                    handle_signals=handle_signals, **crawler_options).run()
         except ConfigError as exc:
             append_history(job, run_record(job, started, time.time(), 2, output, None,
@@ -86,20 +91,22 @@ def crawl(
     spider: str | type[Spider],
     settings: Mapping[str, Any] | None = None,
     *,
-    output: str | None = None,
+    output: str | Sequence[str] | None = None,
     settings_file: str | Path | None = None,
     **spider_args: Any,
 ) -> CrawlResult:
     """Run one crawl and return its items and stats.
 
     `settings`: dotted keys (`{"crawl.per_host": 4}`), above the settings file and the
-    spider's `custom_settings`. `output`: an optional file written as with `-o`.
+    spider's `custom_settings`. `output`: a file, or several, written as with `-o`;
+    without it, the `[outputs.NAME]` tables of the settings.
     Nothing global is kept between calls.
     """
     instance, loaded = prepare(spider, settings_file=settings_file, settings=settings,
                                spider_args=spider_args)
-    return build_crawler(instance, loaded.settings, outputs=[output] if output else (),
-                         collect_items=True).run()
+    paths = [output] if isinstance(output, str) else list(output or ())
+    outputs = build_outputs(loaded.settings, paths, placeholders={"spider": instance.name})
+    return build_crawler(instance, loaded.settings, outputs=outputs, collect_items=True).run()
 
 
 def build_crawler(

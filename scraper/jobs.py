@@ -94,13 +94,18 @@ class Job:
         if not self.spec.output:
             return ""
         try:
-            return self.spec.output.format(job=self.name, date=when.strftime("%Y-%m-%d"),
-                                           time=when.strftime("%H%M%S"), run=self.runs() + 1)
+            return self.spec.output.format(**self.placeholders(when))
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(
                 f"jobs.{self.name}.output = {self.spec.output!r}: unknown placeholder {exc}; "
                 "use {job}, {date}, {time} or {run}"
             ) from None
+
+    def placeholders(self, when: datetime) -> dict[str, Any]:
+        """What `{job}`, `{date}`, `{time}` and `{run}` stand for in this run's output paths
+        (the job's `output` and its `[outputs.NAME]` tables)."""
+        return {"job": self.name, "date": when.strftime("%Y-%m-%d"),
+                "time": when.strftime("%H%M%S"), "run": self.runs() + 1}
 
     def runs(self) -> int:
         try:

@@ -59,7 +59,7 @@ class ItemSink:
         for output in self.outputs:
             try:
                 if frontier is not None and frontier.exports_items:
-                    frontier.export(output.target, output.write_and_finalise)
+                    frontier.export(output.target, output.write_and_finalise, output.stream)
                 else:
                     output.finalise()
             except (OSError, OutputError) as exc:

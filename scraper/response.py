@@ -1,7 +1,8 @@
-"""`Response`: what a callback receives. The one module that knows selectolax.
+"""`Response`: what a callback receives. The one module that knows selectolax and parsel.
 
-The HTML tree is built lazily on the first `css`/`css_first`/`follow_all(css)` call, so a
-callback that only reads `json()` or `body` pays no parsing cost.
+CSS selectors run on selectolax (lexbor), the fast path; `xpath()` on parsel (lxml),
+imported and parsed only when a callback first asks for XPath. Each tree is built lazily
+on first use, so a callback that only reads `json()` or `body` pays no parsing cost.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import codecs
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urljoin
 
 import charset_normalizer
@@ -19,7 +20,11 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from .request import Callback, Request
 from .urls import join
 
+if TYPE_CHECKING:
+    from parsel import Selector, SelectorList
+
 Node = LexborNode
+Link: TypeAlias = "str | Node | Selector"  # what follow() and follow_all() take
 
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w.:-]+)""", re.IGNORECASE)
@@ -74,8 +79,8 @@ class Response:
     by every instance, which made all worker threads queue behind one page's parse.
     """
 
-    __slots__ = ("_encoding", "_text", "_tree_cache", "body", "headers", "request", "status",
-                 "url")
+    __slots__ = ("_encoding", "_selector_cache", "_text", "_tree_cache", "body", "headers",
+                 "request", "status", "url")
 
     def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes,
                  request: Request) -> None:
@@ -87,6 +92,7 @@ class Response:
         self._encoding: str | None = None
         self._text: str | None = None
         self._tree_cache: LexborHTMLParser | None = None
+        self._selector_cache: Selector | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -149,6 +155,22 @@ class Response:
     def css_first(self, selector: str) -> Node | None:
         return self._tree.css_first(selector)
 
+    def xpath(self, query: str, **variables: Any) -> SelectorList[Selector]:
+        """The nodes an XPath 1.0 expression selects, as a parsel `SelectorList`:
+        `.get()` (the first, as text; None when nothing matched), `.getall()`, iteration,
+        `.attrib`, `.re()`, and further `.xpath()`/`.css()` on each node. `$name`
+        variables in the expression take their values from keyword arguments.
+
+        `response.xpath("//a/@href")` and `response.xpath("//a")` both go to `follow_all`.
+        """
+        selector = self._selector_cache
+        if selector is None:
+            from parsel import Selector
+
+            selector = Selector(text=self.text, type="html", base_url=self.url)
+            self._selector_cache = selector
+        return selector.xpath(query, **variables)
+
     def urljoin(self, href: str) -> str:
         """`href` made absolute against this page's URL (unchanged when it is malformed:
         the scheduler then skips it as a bad URL)."""
@@ -157,31 +179,36 @@ class Response:
         except ValueError:
             return href
 
-    def follow(self, href: str | Node, callback: Callback | None = None,
+    def follow(self, href: Link, callback: Callback | None = None,
                **kwargs: Any) -> Request:
-        """A Request for a link (a URL, relative or absolute, or an `<a>`/`<img>` node)."""
-        if not isinstance(href, str):
-            attributes = href.attributes
-            href = attributes.get("href") or attributes.get("src") or ""
-        return Request(self.urljoin(href), callback, **kwargs)
+        """A Request for a link: a URL (relative or absolute), an `<a>`/`<img>` node from
+        `css()` or `xpath()`, or an attribute `xpath()` selected (`//a/@href`)."""
+        return Request(self.urljoin(_href(href)), callback, **kwargs)
 
-    def follow_all(self, css_or_urls: str | Iterable[str | Node],
-                   callback: Callback | None = None, **kwargs: Any) -> list[Request]:
-        """Requests for every link a CSS selector matches, or for an iterable of links.
+    def follow_all(self, css_or_urls: str | Iterable[Link] | None = None,
+                   callback: Callback | None = None, *, xpath: str | None = None,
+                   **kwargs: Any) -> list[Request]:
+        """Requests for every link a CSS selector matches, or an XPath expression
+        (`xpath="//a/@href"`), or for an iterable of links (URLs, nodes, or what
+        `xpath()` returned).
 
         Links that cannot be fetched (`javascript:`, `mailto:`, `data:`, bare fragments,
         empty) are skipped.
         """
-        items = self.css(css_or_urls) if isinstance(css_or_urls, str) else css_or_urls
+        if xpath is not None:
+            if css_or_urls is not None:
+                raise TypeError("follow_all: give a CSS selector or xpath=, not both")
+            items: Iterable[Link] = self.xpath(xpath)
+        elif isinstance(css_or_urls, str):
+            items = self.css(css_or_urls)
+        elif css_or_urls is None:
+            raise TypeError("follow_all: give a CSS selector, xpath= or links")
+        else:
+            items = css_or_urls
         base = self.url
         requests = []
         for item in items:
-            if isinstance(item, str):
-                href = item
-            else:
-                attributes = item.attributes
-                href = attributes.get("href") or attributes.get("src") or ""
-            href = href.strip()
+            href = _href(item).strip()
             if not href or href.lower().startswith(_SKIP_SCHEMES):
                 continue
             try:
@@ -193,3 +220,17 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"
+
+
+def _href(link: Link) -> str:
+    """The URL in a link: itself, an element's href (or src), an attribute's value."""
+    if isinstance(link, str):
+        return link
+    if isinstance(link, LexborNode):
+        attributes: Mapping[str, str | None] = link.attributes
+    else:  # a parsel Selector: an attribute or text (its root is a str), or an element
+        root = link.root
+        if isinstance(root, str):
+            return root
+        attributes = link.attrib
+    return attributes.get("href") or attributes.get("src") or ""

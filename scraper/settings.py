@@ -24,12 +24,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from .errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_TABLES = ("jobs", "outputs")  # sections made of named tables: [jobs.NAME], [outputs.NAME]
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -163,12 +165,38 @@ class JobSettings(_Section):
     timezone: str = ""  # an IANA zone ("Europe/Paris") the schedule is read in; "" = local
 
 
+class OutputSettings(_Section):
+    """One `[outputs.NAME]` table: a file the crawl's items are written to."""
+
+    path: str = Field(min_length=1)
+    format: str = ""
+    fields: tuple[str, ...] = ()
+    overwrite: bool = True
+    batch_items: int = Field(0, ge=0)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ("", "jsonl", "csv", "json"):
+            raise ValueError('"jsonl", "csv" or "json" ("" = by the path\'s extension)')
+        return value
+
+    @field_validator("batch_items")
+    @classmethod
+    def _batch_placeholder(cls, value: int, info: ValidationInfo) -> int:
+        if value and "{batch" not in str(info.data.get("path", "")):
+            raise ValueError("a path with a {batch} placeholder (out/items-{batch}.jsonl) "
+                             "when batch_items is set")
+        return value
+
+
 class Settings(_Section):
     crawl: CrawlSettings = CrawlSettings()
     http: HttpSettings = HttpSettings()
     retry: RetrySettings = RetrySettings()
     frontier: FrontierSettings = FrontierSettings()
     jobs: dict[str, JobSettings] = Field(default_factory=dict)
+    outputs: dict[str, OutputSettings] = Field(default_factory=dict)
 
 
 def known_keys() -> list[str]:
@@ -198,8 +226,8 @@ def layer_from_file(path: Path) -> Layer:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     values: dict[str, Any] = {}
     for section, table in data.items():
-        if section == "jobs":
-            values["jobs"] = table
+        if section in _TABLES:
+            values[section] = table
         elif isinstance(table, dict):
             values.update({f"{section}.{key}": value for key, value in table.items()})
         else:
@@ -249,9 +277,17 @@ def build(layers: Iterable[Layer]) -> LoadedSettings:
     sources: dict[str, str] = {}
     for layer in layers:
         for key, value in layer.values.items():
-            if key == "jobs":
-                nested.setdefault("jobs", {}).update(value)
-                sources["jobs"] = layer.source
+            if key in _TABLES:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{layer.source}: {key} must be a table of tables")
+                nested.setdefault(key, {}).update(value)
+                sources[key] = layer.source
+                continue
+            table, _, rest = key.partition(".")
+            if table == "outputs" and rest.count(".") == 1:  # -s outputs.NAME.KEY=VALUE
+                name, field = rest.split(".")
+                nested.setdefault(table, {}).setdefault(name, {})[field] = value
+                sources[key] = layer.source
                 continue
             if key not in known:
                 hint = difflib.get_close_matches(key, known, n=1)
@@ -270,9 +306,10 @@ def build(layers: Iterable[Layer]) -> LoadedSettings:
 def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
     lines = []
     for error in exc.errors():
-        depth = 3 if error["loc"][:1] == ("jobs",) else 2
+        table = str(error["loc"][0]) if error["loc"][:1] in (("jobs",), ("outputs",)) else ""
+        depth = 3 if table else 2
         key = ".".join(str(part) for part in error["loc"][:depth])
-        source = sources.get(key, sources.get("jobs", "settings")) if depth == 3 \
+        source = sources.get(key, sources.get(table, "settings")) if table \
             else sources.get(key, "settings")
         expected = error["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {key} = {error.get('input')!r}: expected {expected}")

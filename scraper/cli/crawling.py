@@ -41,17 +41,21 @@ def _reporter(mode: str, log_format: str, quiet: bool, label: str) -> _Reporter:
 
 
 def _run_crawl(spider: str | type, *, spider_args: dict[str, Any], overrides: list[str],
-               output: str | None, deadline: str | None, stats_path: str | None,
-               settings_file: str | None, reporter: _Reporter) -> CrawlResult:
+               outputs: tuple[str, ...], deadline: str | None, stats_path: str | None,
+               settings_file: str | None, reporter: _Reporter
+               ) -> tuple[CrawlResult, list[str]]:
+    """The crawl's result and the outputs it wrote (their paths or path templates)."""
     from ..api import build_crawler, prepare
-    from ..exporters import write_json_atomic
+    from ..exporters import build_outputs, write_json_atomic
 
     if deadline is not None:
         overrides = [*overrides, f"crawl.deadline={deadline!r}"]
     with _config_errors():
         instance, loaded = prepare(spider, settings_file=settings_file, overrides=overrides,
                                    spider_args=spider_args)
-        crawler = build_crawler(instance, loaded.settings, outputs=[output] if output else (),
+        exporters = build_outputs(loaded.settings, outputs,
+                                  placeholders={"spider": instance.name})
+        crawler = build_crawler(instance, loaded.settings, outputs=exporters,
                                 handle_signals=True, on_progress=reporter,
                                 progress_interval=reporter.interval)
         with reporter:
@@ -61,7 +65,7 @@ def _run_crawl(spider: str | type, *, spider_args: dict[str, Any], overrides: li
             write_json_atomic(stats_path, result.stats)
         except OSError as exc:
             logging.getLogger(__name__).error("cannot write --stats %s: %s", stats_path, exc)
-    return result
+    return result, [exporter.target for exporter in exporters]
 
 
 def _summary(result: CrawlResult, items_to: str | None, *, to_stderr: bool, quiet: bool,
@@ -92,8 +96,10 @@ def _summary(result: CrawlResult, items_to: str | None, *, to_stderr: bool, quie
 @click.argument("spider")
 @_spider_arg_option
 @_settings_options
-@click.option("-o", "output", metavar="PATH",
-              help="Write items to PATH (.jsonl, .csv, .json; '-' for JSON Lines on stdout).")
+@click.option("-o", "outputs", metavar="PATH", multiple=True,
+              help="Write items to PATH (.jsonl, .csv, .json, then .gz or .zst to compress; "
+                   "'-' for JSON Lines on stdout). Repeatable; replaces the [outputs.NAME] "
+                   "tables of the settings.")
 @click.option("--deadline", metavar="DURATION",
               help="Stop the job after this long (90, 90s, 10m, 2h): exit code 3.")
 @click.option("--stats", "stats_path", metavar="PATH", help="Write the final stats as JSON.")
@@ -103,7 +109,7 @@ def _summary(result: CrawlResult, items_to: str | None, *, to_stderr: bool, quie
                    "each exactly once.")
 @_log_options
 def crawl(spider: str, spider_args: tuple[str, ...], overrides: tuple[str, ...],
-          settings_file: str | None, output: str | None, deadline: str | None,
+          settings_file: str | None, outputs: tuple[str, ...], deadline: str | None,
           stats_path: str | None, jobdir: str | None, log_level: str, log_format: str,
           log_file: str | None, progress_mode: str, quiet: bool) -> None:
     """Run the spider SPIDER (a name in spiders/ or a path to a .py file).
@@ -128,11 +134,12 @@ def crawl(spider: str, spider_args: tuple[str, ...], overrides: tuple[str, ...],
     _setup_logging(log_level, log_format, log_file, quiet)
     if jobdir is not None:
         overrides = (*overrides, f"frontier.jobdir={jobdir!r}")
-    result = _run_crawl(spider, spider_args=_parse_args(spider_args), overrides=list(overrides),
-                        output=output, deadline=deadline, stats_path=stats_path,
-                        settings_file=settings_file,
-                        reporter=_reporter(progress_mode, log_format, quiet, spider))
-    _summary(result, output, to_stderr=output == "-", quiet=quiet, log_format=log_format)
+    result, written = _run_crawl(
+        spider, spider_args=_parse_args(spider_args), overrides=list(overrides),
+        outputs=outputs, deadline=deadline, stats_path=stats_path, settings_file=settings_file,
+        reporter=_reporter(progress_mode, log_format, quiet, spider))
+    _summary(result, ", ".join(written), to_stderr="-" in written, quiet=quiet,
+             log_format=log_format)
     sys.exit(result.exit_code)
 
 
@@ -211,10 +218,10 @@ def demo(output: str, products: int, serve: bool, port: int, overrides: tuple[st
             click.echo(f"demo site: {site.url('/')} ({products} products)")
         from ..demo import demo_spider
 
-        result = _run_crawl(demo_spider(), spider_args={"base_url": site.url("/")},
-                            overrides=list(overrides), output=output, deadline=None,
-                            stats_path=None, settings_file=None,
-                            reporter=_reporter(progress_mode, log_format, quiet, "demo"))
+        result, _ = _run_crawl(demo_spider(), spider_args={"base_url": site.url("/")},
+                               overrides=list(overrides), outputs=(output,), deadline=None,
+                               stats_path=None, settings_file=None,
+                               reporter=_reporter(progress_mode, log_format, quiet, "demo"))
     _summary(result, output, to_stderr=False, quiet=quiet, log_format=log_format)
     sys.exit(result.exit_code)
 
@@ -264,9 +271,12 @@ def _effective_settings(loaded: LoadedSettings, spider: str | None
         section, name = key.split(".", 1)
         rows.append((key, data[section][name],
                      _source_label(key, loaded.sources.get(key), spider)))
-    for job, values in sorted(data.get("jobs", {}).items()):
-        rows.append((f"jobs.{job}", values, _source_label("jobs", loaded.sources.get("jobs"),
-                                                            spider)))
+    for table in ("jobs", "outputs"):
+        for name, values in sorted(data.get(table, {}).items()):
+            fields = [source for key, source in loaded.sources.items()
+                      if key.startswith(f"{table}.{name}.")]  # -s outputs.NAME.KEY=...
+            source = fields[-1] if fields else loaded.sources.get(table)
+            rows.append((f"{table}.{name}", values, _source_label(table, source, spider)))
     return rows
 
 

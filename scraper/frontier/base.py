@@ -120,8 +120,9 @@ class Frontier(Protocol):
     def refresh_robots(self, origin: str) -> None:
         """The host's robots.txt is out of date: read it again before anything else."""
 
-    def export(self, target: str, write: ExportWriter) -> int:
-        """`exports_items` backends: write the items not exported yet to `target`."""
+    def export(self, target: str, write: ExportWriter, stream: str = "") -> int:
+        """`exports_items` backends: write the items `stream` (one output) has not had yet
+        to `target`."""
 
     def stop(self) -> None:
         """Hand out nothing more; blocked `next` calls return None."""

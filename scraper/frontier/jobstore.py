@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS seen (fingerprint TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS exports (
     id INTEGER PRIMARY KEY, target TEXT NOT NULL, first_item INTEGER NOT NULL,
-    last_item INTEGER NOT NULL, crawl INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0
+    last_item INTEGER NOT NULL, crawl INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+    stream TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS http_cache (
@@ -66,6 +67,10 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            if "stream" not in {row[1] for row in
+                                self._db.execute("PRAGMA table_info(exports)")}:
+                self._db.execute("ALTER TABLE exports ADD COLUMN stream TEXT NOT NULL "
+                                 "DEFAULT ''")
         except sqlite3.Error as exc:
             raise StoreError(f"jobdir {self.path}", exc) from exc
         name = self._get_state("spider")
@@ -226,7 +231,8 @@ class JobStore:
 
     # -- export --------------------------------------------------------------------------
 
-    def export(self, target: str, write: Callable[[Iterator[dict[str, Any]], bool], None]) -> int:
+    def export(self, target: str, write: Callable[[Iterator[dict[str, Any]], bool], None],
+               stream: str = "") -> int:
         """Export the items not exported yet through `write(items, keep_existing)`, which
         writes a temporary file and renames it to `target`; `keep_existing` when an earlier
         export of this crawl went to the same target (its items are carried over, so that
@@ -234,7 +240,9 @@ class JobStore:
 
         An export is recorded before it is written and marked done after the rename. One
         left unmarked by a crash counts as done if its file exists (the rename happened);
-        otherwise its items are exported again, now.
+        otherwise its items are exported again, now. `stream` names one output across
+        runs (its target may change with `{date}`): each stream gets every item once,
+        whatever the other streams have had.
         """
         with self._transaction():
             for export_id, old_target in self._db.execute(
@@ -244,15 +252,16 @@ class JobStore:
                 else:
                     self._db.execute("DELETE FROM exports WHERE id = ?", (export_id,))
             start = self._db.execute(
-                "SELECT coalesce(max(last_item), 0) FROM exports WHERE done = 1"
-            ).fetchone()[0] + 1
+                "SELECT coalesce(max(last_item), 0) FROM exports WHERE done = 1 AND stream = ?",
+                (stream,)).fetchone()[0] + 1
             last = self._db.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()[0]
             keep_existing = self._db.execute(
                 "SELECT count(*) FROM exports WHERE done = 1 AND target = ? AND crawl = ?",
                 (target, self.crawl)).fetchone()[0] > 0
             export_id = self._db.execute(
-                "INSERT INTO exports (target, first_item, last_item, crawl) VALUES (?, ?, ?, ?)",
-                (target, start, max(last, start - 1), self.crawl)).lastrowid
+                "INSERT INTO exports (target, first_item, last_item, crawl, stream) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (target, start, max(last, start - 1), self.crawl, stream)).lastrowid
         write(self._items(start, last), keep_existing)
         with self._transaction():
             self._db.execute("UPDATE exports SET done = 1 WHERE id = ?", (export_id,))

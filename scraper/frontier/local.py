@@ -371,10 +371,10 @@ class LocalFrontier:
                 self._schedule(host, time.monotonic())
             self._cond.notify()
 
-    def export(self, target: str, write: ExportWriter) -> int:
+    def export(self, target: str, write: ExportWriter, stream: str = "") -> int:
         if not isinstance(self._backing, StoreBacking):
             raise TypeError("the memory frontier keeps no items: the engine writes them")
-        return self._backing.store.export(target, write)
+        return self._backing.store.export(target, write, stream)
 
     def stop(self) -> None:
         with self._cond:

@@ -362,7 +362,7 @@ class RedisFrontier:
                     self._held.discard(lease_id)
                     self._in_flight -= 1
 
-    def export(self, target: str, write: ExportWriter) -> int:
+    def export(self, target: str, write: ExportWriter, stream: str = "") -> int:
         raise TypeError("the shared frontier's items are in its stream: `scraper export`")
 
     def stop(self) -> None:
