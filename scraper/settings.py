@@ -15,12 +15,14 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -48,6 +50,26 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SECRET_KEYS = frozenset({"http.auth"})
+
+
+def origin_key(url: str, *, strict: bool = False) -> str:
+    """`scheme://host:port` of a URL, lower-case, with the default port made explicit
+    (the unit `http.auth` credentials are scoped to). `strict`: the URL must be an origin
+    alone (no user, path, query or fragment). ValueError names what is wrong."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"{url!r} has no host")
+    if strict and (parts.username is not None or parts.path not in ("", "/")
+                   or parts.query or parts.fragment):
+        raise ValueError(f"{url!r} is more than an origin (scheme://host:port)")
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 class _Section(BaseModel):
@@ -91,6 +113,25 @@ class HttpSettings(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
     proxy: str = ""
+    cookies: bool = True
+    auth: dict[str, SecretStr] = Field(default_factory=dict)
+    referer: bool = True
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_origins(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        checked = {}
+        for where, secret in value.items():
+            try:
+                origin = origin_key(where, strict=True)
+            except ValueError as exc:
+                raise ValueError(f'origins like "https://host:port" as keys ({exc})') from None
+            credential = secret.get_secret_value()
+            bearer = credential.startswith("Bearer ")
+            if not (bearer and credential[7:].strip()) and ":" not in credential:
+                raise ValueError(f'"user:password" or "Bearer TOKEN" for {where}')
+            checked[origin] = secret
+        return checked
 
     @field_validator("proxy")
     @classmethod
@@ -105,6 +146,13 @@ class RetrySettings(_Section):
     backoff: Duration = 0.5
     max_backoff: Duration = 30.0
     statuses: tuple[int, ...] = (408, 429, 500, 502, 503, 504)
+
+
+class SessionSettings(_Section):
+    size: int = Field(1, ge=1, le=100_000)
+    max_uses: int = Field(0, ge=0)
+    max_age: Duration = 0.0
+    retire_statuses: tuple[int, ...] = ()
 
 
 class FrontierSettings(_Section):
@@ -134,6 +182,7 @@ class Settings(_Section):
     crawl: CrawlSettings = CrawlSettings()
     http: HttpSettings = HttpSettings()
     retry: RetrySettings = RetrySettings()
+    sessions: SessionSettings = SessionSettings()
     frontier: FrontierSettings = FrontierSettings()
     jobs: dict[str, JobSettings] = Field(default_factory=dict)
 
@@ -242,7 +291,10 @@ def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
         source = sources.get(key, sources.get("jobs", "settings")) if depth == 3 \
             else sources.get(key, "settings")
         expected = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {key} = {error.get('input')!r}: expected {expected}")
+        shown = error.get("input")
+        if key in _SECRET_KEYS and isinstance(shown, dict):  # credentials are never shown
+            shown = {name: "***" for name in shown}
+        lines.append(f"{source}: {key} = {shown!r}: expected {expected}")
     return "\n".join(lines)
 
 
