@@ -1,8 +1,8 @@
 """Sessions and their cookies (`http.cookies`, `sessions.*`; see `scraper.sessions`).
 
-Request side: a request that names no session gets one from the pool (the default one,
-or round-robin with `sessions.size` > 1; the frontier's request is given the name too, so
-its retries and redirect hops keep it); `Request.cookies` go into the session's jar; the
+Request side: a request that names no session gets one from the pool: the default one
+(the request stays unnamed), or with `sessions.size` > 1 one round-robin (the frontier's
+request is given its name, so that its retries and redirect hops keep it); `Request.cookies` go into the session's jar; the
 jar's cookies for the URL become the `Cookie` header, unless the request carries its own.
 Response side (every response, 3xx included: this runs before `redirects` turns a 3xx into
 the next hop): `Set-Cookie` headers go into the jar, the page gets `response.session`, and
@@ -39,8 +39,9 @@ class CookieComponent(Component):
         name = request.session
         if name is None:
             name = self.pool.assign()
-            ctx.original.session = name  # its retries and redirect hops stay in it
-            request.session = name
+            if self.pool.size > 1:  # one session: the default one, left unnamed
+                ctx.original.session = name  # its retries and redirect hops stay in it
+                request.session = name
         session = self.pool.use(name)
         ctx.session = session
         if not self._jar:
