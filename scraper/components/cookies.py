@@ -2,8 +2,9 @@
 
 Request side: a request that names no session gets one from the pool: the default one
 (the request stays unnamed), or with `sessions.size` > 1 one round-robin (the frontier's
-request is given its name, so that its retries and redirect hops keep it); `Request.cookies` go into the session's jar; the
-jar's cookies for the URL become the `Cookie` header, unless the request carries its own.
+request is given its name, so that its retries and redirect hops keep it);
+`Request.cookies` go into the session's jar; the jar's cookies for the URL become the
+`Cookie` header, unless the request carries its own.
 Response side (every response, 3xx included: this runs before `redirects` turns a 3xx into
 the next hop): `Set-Cookie` headers go into the jar, the page gets `response.session`, and
 a status in `sessions.retire_statuses` retires the session. With `http.cookies = false`
