@@ -6,8 +6,12 @@ reverse order over the components whose request hook ran:
 1. `retry`: retry decisions for failed fetches (response side).
 2. `redirects`: 3xx with a Location becomes a new request (response side).
 3. `robots`: robots.txt gating, filtering and Crawl-delay (request side).
-4. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
-5. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
+4. `cookies`: the request's session, its cookie jar (`Cookie`, `Set-Cookie` of every
+   response, 3xx included), retiring sessions (`sessions.*`).
+5. `auth`: `http.auth` credentials for their origin only.
+6. `referer`: the `Referer` header on requests yielded from a callback.
+7. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
+8. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
 
 `crawl.disable = ["robots", ...]` switches built-ins off by name.
 """
@@ -20,20 +24,32 @@ from typing import Any
 
 from .client import Client, RetryPolicy
 from .components import BUILT_IN_NAMES
+from .components.auth import AuthComponent
 from .components.base import Component, Context
 from .components.conditional import ConditionalComponent
+from .components.cookies import CookieComponent
 from .components.middleware import UserMiddleware, load_middleware
 from .components.redirects import RedirectComponent
+from .components.referer import RefererComponent
 from .components.retries import RetryComponent
 from .components.robots import RobotsComponent
 from .errors import ConfigError, FetchError
 from .frontier import Frontier, JobStore
 from .response import Response
+from .sessions import JobStoreSessions, SessionPool, SessionStore
 from .settings import Settings
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
+
+def session_store(frontier: Frontier, store: JobStore | None) -> SessionStore | None:
+    """Where sessions persist: the jobdir, or a frontier that keeps them (Redis)."""
+    if store is not None:
+        return JobStoreSessions(store)
+    if hasattr(frontier, "load_session") and hasattr(frontier, "save_session"):
+        return frontier  # type: ignore[return-value]
+    return None
 
 
 def check_disabled(settings: Settings) -> frozenset[str]:
@@ -66,17 +82,27 @@ def build_chain(settings: Settings, spider: Any, *, client: Client, frontier: Fr
         components.append(RedirectComponent(settings, stats))
     if settings.crawl.obey_robots and "robots" not in disabled:
         components.append(RobotsComponent(settings, client, frontier, stats, retry, stopping))
+    sessions = None
+    if "cookies" not in disabled:
+        sessions = SessionPool(settings.sessions, stats, session_store(frontier, store))
+        components.append(CookieComponent(sessions, jar=settings.http.cookies))
+    if settings.http.auth and "auth" not in disabled:
+        components.append(AuthComponent(settings.http))
+    if settings.http.referer and "referer" not in disabled:
+        components.append(RefererComponent())
     if store is not None and store.incremental and "conditional" not in disabled:
         components.append(ConditionalComponent(store, stats))
     components += [UserMiddleware(m, stats, settings.retry.attempts)
                    for m in user_middlewares(settings, spider)]
-    return Chain(components, client)
+    return Chain(components, client, sessions)
 
 
 class Chain:
-    def __init__(self, components: Sequence[Component], client: Client) -> None:
+    def __init__(self, components: Sequence[Component], client: Client,
+                 sessions: SessionPool | None = None) -> None:
         self.components = list(components)
         self._client = client
+        self.sessions = sessions  # None when the `cookies` component is off
 
     @property
     def names(self) -> list[str]:
@@ -122,6 +148,8 @@ class Chain:
                                 request)
 
     def done(self, ctx: Context) -> None:
+        if ctx.ended:  # the callback asked for the page again (`Retry`): nothing to keep
+            return
         for component in self.components:
             component.on_done(ctx)
 

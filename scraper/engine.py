@@ -131,7 +131,8 @@ class Engine:
             self.spider, self.stats, ItemProcessor(self.spider, self.stats),
             close_spider=lambda reason: self.halt(reason, cancel=False),
             check_request=(lambda request: dump_request(self.spider, request))
-            if self.frontier.serializes_requests else None)
+            if self.frontier.serializes_requests else None,
+            retry_policy=self.retry_policy, stopping=lambda: self.stopping)
 
     def _close(self) -> int:
         """Close the client, chain and frontier (whatever was opened); the requests left."""

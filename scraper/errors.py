@@ -13,11 +13,12 @@ ScraperError
 │   ├── RedirectError                 reason "redirect" (loop, too many, bad Location)
 │   ├── BlockedAddress                reason "blocked_address" (a private address, refused)
 │   └── Cancelled                     reason "deadline" / "interrupted"
+├── FormError (ValueError)            `response.form()`: no such form or submit button
 ├── ItemError                         an item that failed validation
 └── FatalError (.path)                the crawl cannot go on -> finish_reason "error", exit 1
     ├── OutputError                   an output file cannot be written (ENOSPC, EMFILE, ...)
     └── StoreError                    the frontier's store (jobdir, Redis) cannot be used
-DropItem, CloseSpider                 signals raised by user code, not failures
+DropItem, CloseSpider, Retry          signals raised by user code, not failures
 ```
 """
 
@@ -104,6 +105,10 @@ class Cancelled(FetchError):
     reason = "deadline"
 
 
+class FormError(ScraperError, ValueError):
+    """`response.form()` found no such form, or no such submit button."""
+
+
 class ItemError(ScraperError):
     """An item that failed `item_model` validation."""
 
@@ -118,6 +123,25 @@ class CloseSpider(Exception):
     def __init__(self, reason: str = "closespider") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Retry(Exception):
+    """Raised by a callback to ask for the page again ("please wait", a captcha).
+
+    The request goes back through the retry policy (`retry.attempts`, backoff; `wait`
+    seconds instead of the backoff when given) and counts in `retries`; when the attempts
+    run out it fails with reason `retry:REASON`. Items and requests the callback yielded
+    before raising are dropped. `new_session=True` retires the response's session first.
+    """
+
+    def __init__(self, reason: str = "retry", wait: float | None = None, *,
+                 new_session: bool = False) -> None:
+        super().__init__(reason)
+        if wait is not None and wait < 0:
+            raise ValueError(f"Retry wait must not be negative, got {wait!r}")
+        self.reason = reason
+        self.wait = wait
+        self.new_session = new_session
 
 
 class FatalError(ScraperError):

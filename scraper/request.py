@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as _json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +16,10 @@ class Request:
     `Failure` when the request ends without a response. `dont_filter=True` skips dedup.
     `priority`: higher is fetched first within a host. `cb_kwargs`: keyword arguments
     for the callback. `timeout`: seconds for the whole exchange (else
-    `http.request_timeout`).
+    `http.request_timeout`). `cookies`: `{name: value}` set in the session's cookie jar
+    for this request's host (and so sent with it and the later requests to that host).
+    `session`: the name of the session (cookie jar) to use; requests yielded from a
+    callback inherit the response's session unless they name their own.
     """
 
     __slots__ = (
@@ -23,6 +27,7 @@ class Request:
         "body",
         "callback",
         "cb_kwargs",
+        "cookies",
         "depth",
         "dont_filter",
         "errback",
@@ -31,6 +36,7 @@ class Request:
         "method",
         "priority",
         "redirect_chain",
+        "session",
         "store_id",
         "timeout",
         "url",
@@ -49,6 +55,8 @@ class Request:
         errback: Callback | None = None,
         cb_kwargs: dict[str, Any] | None = None,
         timeout: float | None = None,
+        cookies: Mapping[str, str] | None = None,
+        session: str | None = None,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"Request url must be a str, got {type(url).__name__}")
@@ -63,10 +71,27 @@ class Request:
         self.errback = errback
         self.cb_kwargs = dict(cb_kwargs) if cb_kwargs else None  # extra callback arguments
         self.timeout = timeout  # seconds for this exchange (else http.request_timeout)
+        if cookies is not None and not isinstance(cookies, Mapping):
+            raise TypeError(f"Request cookies must be a mapping of names to values, got "
+                            f"{type(cookies).__name__}")
+        self.cookies = {str(k): str(v) for k, v in cookies.items()} if cookies else None
+        if session is not None and (not isinstance(session, str) or not session):
+            raise TypeError(f"Request session must be a non-empty str, got {session!r}")
+        self.session = session
         self.depth = 0
         self.attempt = 1
         self.redirect_chain: tuple[str, ...] = ()
         self.store_id: int | None = None  # the row of a durable frontier (--jobdir)
+
+    @classmethod
+    def json(cls, url: str, data: Any, callback: Callback | None = None, *,
+             method: str = "POST", **kwargs: Any) -> Request:
+        """A request for a JSON API: `data` sent as a JSON body (POST unless `method` is
+        given), with `Content-Type` and `Accept` set to `application/json`."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   **dict(kwargs.pop("headers", None) or {})}
+        body = _json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return cls(url, callback, method=method, headers=headers, body=body, **kwargs)
 
     def replace(self, **changes: Any) -> Request:
         """A copy with some fields changed (redirects, retries)."""

@@ -17,6 +17,8 @@ from urllib.parse import urljoin
 import charset_normalizer
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from . import forms
+from .errors import FormError
 from .request import Callback, Request
 from .urls import join
 
@@ -80,7 +82,7 @@ class Response:
     """
 
     __slots__ = ("_encoding", "_selector_cache", "_text", "_tree_cache", "body", "headers",
-                 "request", "status", "url")
+                 "request", "session", "status", "url")
 
     def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes,
                  request: Request) -> None:
@@ -93,6 +95,9 @@ class Response:
         self._text: str | None = None
         self._tree_cache: LexborHTMLParser | None = None
         self._selector_cache: Selector | None = None
+        # The session that fetched the page (`.name`, `.retire()`, `.cookies`), set by the
+        # cookies component; None when it is off.
+        self.session: Any = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -217,6 +222,55 @@ class Response:
                 continue
             requests.append(Request(url, callback, **kwargs))
         return requests
+
+    def form(self, selector: str | Node | None = None, data: Mapping[str, Any] | None = None,
+             submit: str | bool | None = None, callback: Callback | None = None,
+             **kwargs: Any) -> Request:
+        """The Request a browser sends when the form is submitted (see `scraper.forms`).
+
+        `selector`: a CSS selector for the form, or for an element inside it (default:
+        the page's first form); `data`: fields to set, `{name: value}` (a list for several
+        values, None to leave a field out, `(filename, content)` for a file); `submit`: a
+        CSS selector for the button clicked (default: the first submit button; False: no
+        button). Other keyword arguments go to `Request` (`meta`, `cb_kwargs`,
+        `session`, `headers`, ...). Hidden fields (CSRF tokens) are kept; the method,
+        encoding (urlencoded, multipart) and action URL are the form's. FormError when
+        there is no such form or button.
+        """
+        form = self._find_form(selector)
+        tree = self._tree
+        forms_by_id = {node.attributes["id"]: node for node in tree.css("form[id]")
+                       if node.attributes.get("id")}
+        fields = [node for node in tree.css(forms.FIELD_TAGS)
+                  if forms.owner_form(node, forms_by_id) == form]
+        chosen: Any = submit
+        if isinstance(submit, str):
+            matched = tree.css(submit)
+            chosen = (submit, lambda node: node in matched)
+        elif submit is True:
+            chosen = None
+        sent = forms.submission(form, fields, page_url=self.url, encoding=self.encoding,
+                                urljoin=self.urljoin, data=data, submit=chosen)
+        headers = dict(kwargs.pop("headers", None) or {})
+        if sent.content_type and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = sent.content_type
+        return Request(sent.url, callback, method=sent.method, headers=headers or None,
+                       body=sent.body, **kwargs)
+
+    def _find_form(self, selector: str | Node | None) -> Node:
+        if selector is None:
+            found = self.css_first("form")
+            if found is None:
+                raise FormError(f"no <form> on {self.url}")
+            return found
+        node = self.css_first(selector) if isinstance(selector, str) else selector
+        if node is None:
+            raise FormError(f"no element matches {selector!r} on {self.url}")
+        while node is not None and node.tag != "form":
+            node = node.parent
+        if node is None:
+            raise FormError(f"{selector!r} is not a <form> nor inside one, on {self.url}")
+        return node
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url}>"

@@ -17,12 +17,14 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -52,6 +54,26 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SECRET_KEYS = frozenset({"http.auth"})
+
+
+def origin_key(url: str, *, strict: bool = False) -> str:
+    """`scheme://host:port` of a URL, lower-case, with the default port made explicit
+    (the unit `http.auth` credentials are scoped to). `strict`: the URL must be an origin
+    alone (no user, path, query or fragment). ValueError names what is wrong."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"{url!r} has no host")
+    if strict and (parts.username is not None or parts.path not in ("", "/")
+                   or parts.query or parts.fragment):
+        raise ValueError(f"{url!r} is more than an origin (scheme://host:port)")
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 _HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
@@ -109,6 +131,9 @@ class HttpSettings(_Section):
     dns_ttl: Duration = 300.0
     resolve: dict[str, str] = Field(default_factory=dict)
     allow_private_addresses: bool = False
+    cookies: bool = True
+    auth: dict[str, SecretStr] = Field(default_factory=dict)
+    referer: bool = True
 
     @field_validator("resolve")
     @classmethod
@@ -127,6 +152,22 @@ class HttpSettings(_Section):
             mapped[name.strip("[]")] = address.strip().strip("[]")
         return mapped
 
+    @field_validator("auth")
+    @classmethod
+    def _auth_origins(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        checked = {}
+        for where, secret in value.items():
+            try:
+                origin = origin_key(where, strict=True)
+            except ValueError as exc:
+                raise ValueError(f'origins like "https://host:port" as keys ({exc})') from None
+            credential = secret.get_secret_value()
+            bearer = credential.startswith("Bearer ")
+            if not (bearer and credential[7:].strip()) and ":" not in credential:
+                raise ValueError(f'"user:password" or "Bearer TOKEN" for {where}')
+            checked[origin] = secret
+        return checked
+
     @field_validator("proxy")
     @classmethod
     def _proxy_url(cls, value: str) -> str:
@@ -140,6 +181,13 @@ class RetrySettings(_Section):
     backoff: Duration = 0.5
     max_backoff: Duration = 30.0
     statuses: tuple[int, ...] = (408, 429, 500, 502, 503, 504)
+
+
+class SessionSettings(_Section):
+    size: int = Field(1, ge=1, le=100_000)
+    max_uses: int = Field(0, ge=0)
+    max_age: Duration = 0.0
+    retire_statuses: tuple[int, ...] = ()
 
 
 class FrontierSettings(_Section):
@@ -194,6 +242,7 @@ class Settings(_Section):
     crawl: CrawlSettings = CrawlSettings()
     http: HttpSettings = HttpSettings()
     retry: RetrySettings = RetrySettings()
+    sessions: SessionSettings = SessionSettings()
     frontier: FrontierSettings = FrontierSettings()
     jobs: dict[str, JobSettings] = Field(default_factory=dict)
     outputs: dict[str, OutputSettings] = Field(default_factory=dict)
@@ -312,7 +361,10 @@ def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
         source = sources.get(key, sources.get(table, "settings")) if table \
             else sources.get(key, "settings")
         expected = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {key} = {error.get('input')!r}: expected {expected}")
+        shown = error.get("input")
+        if key in _SECRET_KEYS and isinstance(shown, dict):  # credentials are never shown
+            shown = {name: "***" for name in shown}
+        lines.append(f"{source}: {key} = {shown!r}: expected {expected}")
     return "\n".join(lines)
 
 

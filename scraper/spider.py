@@ -19,6 +19,10 @@ class Spider:
     - `pipelines`: callables `(item, spider) -> item` or objects with
       `process_item(item, spider)`; raising `DropItem` drops the item.
     - `handle_statuses`: non-2xx statuses handed to callbacks instead of failing.
+    - `blocked(response)`: return a short reason for a ban page (a captcha, "access
+      denied"): the page is not handed to its callback, its session is retired and it
+      is asked for again through the retry policy (failing as `blocked:REASON` when the
+      attempts run out).
 
     Spider arguments (`-a key=value`) arrive as keyword arguments and, by default,
     become attributes.
@@ -42,6 +46,10 @@ class Spider:
 
     def parse(self, response: Response) -> Iterator[Any] | None:
         raise NotImplementedError(f"{type(self).__name__}.parse is not defined")
+
+    def blocked(self, response: Response) -> str | None:
+        """A reason when `response` is a ban page rather than the page asked for."""
+        return None
 
     def opened(self) -> None:
         """Called once before the first request."""

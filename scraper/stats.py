@@ -30,6 +30,7 @@ COUNTERS = (
     "filtered_robots",
     "filtered_trap",
     "pipeline_errors",
+    "sessions_retired",
 )
 
 

@@ -7,10 +7,12 @@
 - `make_response(body, url=...)` and `run_callback(callback, response)`: call one
   callback on a page you have (a saved file, a string) and get its items and requests.
 
-A page is a `str` (served as UTF-8 HTML), `bytes`, or `(status, headers, body)`. The
-Content-Type, unless given, comes from the path's extension (`.json`, `.xml`, `.txt`,
-...) and is `text/html` otherwise. Paths may carry a query string; a request matches
-the exact path and query first, then the path alone. Anything else is a 404.
+A page is a `str` (served as UTF-8 HTML), `bytes`, or `(status, headers, body)`, or a
+function that receives the `PageRequest` (method, path, headers, body) and returns a
+page (a login check, a cookie the server sets). The Content-Type, unless given, comes
+from the path's extension (`.json`, `.xml`, `.txt`, ...) and is `text/html` otherwise.
+Paths may carry a query string; a request matches the exact path and query first, then
+the path alone. Anything else is a 404.
 
 Links in the pages should be relative (`/p/1`) or built with `site.url()`: absolute
 links to another host are off-site for the crawl, as they would be on the real site.
@@ -34,11 +36,25 @@ if TYPE_CHECKING:
     from .response import Response
     from .spider import Spider
 
-Page = str | bytes | tuple[int, Mapping[str, str], str | bytes]
+StaticPage = str | bytes | tuple[int, Mapping[str, str], str | bytes]
+
+
+@dataclass
+class PageRequest:
+    """What a page function receives: `headers` are case-insensitive (`.get("Cookie")`)."""
+
+    method: str
+    path: str
+    headers: Any
+    body: bytes
+
+
+Page = StaticPage | Callable[[PageRequest], StaticPage]
 
 __all__ = [
     "CallbackOutput",
     "Page",
+    "PageRequest",
     "Site",
     "load_spider",
     "make_response",
@@ -82,7 +98,8 @@ class Site:
 
     def __init__(self, pages: Mapping[str, Page], *, host: str = "127.0.0.1",
                  port: int = 0) -> None:
-        self.pages = {path: _normalise(path, page) for path, page in pages.items()}
+        self.pages = {path: page if callable(page) else _normalise(path, page)
+                      for path, page in pages.items()}
         for path in self.pages:
             if not path.startswith("/"):
                 raise ValueError(f"page paths start with '/', got {path!r}")
@@ -134,12 +151,15 @@ class Site:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _answer(self, target: str) -> tuple[int, dict[str, str], bytes]:
+    def _answer(self, target: str, request: PageRequest | None = None
+                ) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             self._requests.append(target)
         found = self.pages.get(target) or self.pages.get(target.split("?", 1)[0])
         if found is None:
             return 404, {"Content-Type": "text/html; charset=utf-8"}, NOT_FOUND
+        if callable(found):
+            return _normalise(target, found(request or PageRequest("GET", target, {}, b"")))
         return found
 
 
@@ -169,9 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, send_body: bool) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        status, headers, body = self.server.site._answer(self.path)
+        body = self.rfile.read(length) if length else b""
+        status, headers, body = self.server.site._answer(
+            self.path, PageRequest(self.command, self.path, self.headers, body))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)

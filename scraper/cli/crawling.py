@@ -341,6 +341,12 @@ def _components(loaded: LoadedSettings) -> list[str]:
         off.add("robots")
     if not loaded.settings.frontier.incremental:
         off.add("conditional")
+    if not loaded.settings.http.auth:
+        off.add("auth")
+    if not loaded.settings.http.referer:
+        off.add("referer")
+    if not loaded.settings.http.cookies:
+        off.add("cookies")
     entries = [f"{name}{' (off)' if name in off else ''}: {what}" for name, what in BUILT_INS]
     entries += [f"{path}: user middleware (crawl.middlewares)" for path in crawl.middlewares]
     return entries

@@ -315,7 +315,7 @@ def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipe
     if callback_name.startswith("_") or not inspect.ismethod(callback):
         methods = sorted(name for name in dir(type(spider)) if not name.startswith("_")
                          and inspect.ismethod(getattr(spider, name, None))
-                         and name not in ("start_requests", "opened", "closed"))
+                         and name not in ("start_requests", "opened", "closed", "blocked"))
         _fail(f"spider {spider.name!r} has no callback {callback_name!r} "
               f"(its methods: {', '.join(methods) or 'none'})")
     client = _make_client(loaded)

@@ -10,6 +10,9 @@ BUILT_INS = (
     ("retry", "retry decisions for failed fetches and retryable statuses (tenacity)"),
     ("redirects", "3xx with a Location becomes a new request through the frontier"),
     ("robots", "robots.txt: hosts wait for it, Disallow filters, Crawl-delay paces"),
+    ("cookies", "sessions: a cookie jar each (Set-Cookie of every hop), retired when banned"),
+    ("auth", "http.auth credentials, sent to their own origin only"),
+    ("referer", "a Referer header with the page a link was found on"),
     ("conditional", "incremental crawls: If-None-Match / If-Modified-Since, 304s"),
 )
 BUILT_IN_NAMES = tuple(name for name, _ in BUILT_INS)

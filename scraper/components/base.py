@@ -32,7 +32,7 @@ class Context:
 
     __slots__ = ("cached_children", "children", "ended", "failure", "fetched", "host_failed",
                  "host_pause", "items", "latency", "original", "request", "requeue",
-                 "response", "retry", "retry_at", "spider")
+                 "response", "retry", "retry_at", "session", "spider")
 
     def __init__(self, request: Request, spider: Any) -> None:
         self.original = request  # what the frontier handed out (its slot and its row)
@@ -51,6 +51,7 @@ class Context:
         self.latency: float | None = None
         self.requeue = False
         self.cached_children: list[Request] | None = None  # incremental: last run's links
+        self.session: Any = None  # the `sessions.Session` the cookies component chose
 
     def end(self) -> None:
         """No more hooks and no callback for this request."""

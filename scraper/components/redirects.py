@@ -1,16 +1,16 @@
 """Redirects, followed by the framework: each hop is a new request through the frontier
 (dedup, offsite, politeness apply to it). Loops and chains past `http.max_redirects`
-fail; credentials are not carried to another host; 303 (and 301/302 after a POST)
-become a GET."""
+fail; credentials are not carried to another origin (scheme, host or port); 303 (and
+301/302 after a POST) become a GET."""
 
 from __future__ import annotations
 
 from urllib.parse import urljoin
 
 from ..errors import RedirectError
-from ..settings import Settings
+from ..settings import Settings, origin_key
 from ..stats import Stats
-from ..urls import BadURL, canonicalize, hostname
+from ..urls import BadURL, canonicalize
 from .base import Component, Context
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -48,7 +48,7 @@ class RedirectComponent(Component):
                 f"more than http.max_redirects ({self._max_redirects}) redirects", request.url)
             return
         headers = request.headers
-        if headers and hostname(target) != hostname(request.url):
+        if headers and origin_key(target) != origin_key(request.url):
             headers = {k: v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
         method, body = request.method, request.body
         if response.status == 303 or (response.status in (301, 302) and method == "POST"):

@@ -50,6 +50,8 @@ def dump_request(spider: Any, request: Request) -> str:
             "redirect_chain": request.redirect_chain,
             "cb_kwargs": request.cb_kwargs,
             "timeout": request.timeout,
+            "cookies": request.cookies,
+            "session": request.session,
         })
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"with a jobdir or a shared frontier, request meta and cb_kwargs "
@@ -71,6 +73,8 @@ def load_request(spider: Any, payload: str, row_id: int | None) -> Request:
         errback=getattr(spider, data["errback"]) if data["errback"] else None,
         cb_kwargs=data.get("cb_kwargs"),
         timeout=data.get("timeout"),
+        cookies=data.get("cookies"),
+        session=data.get("session"),
     )
     request.depth = data["depth"]
     request.attempt = data["attempt"]

@@ -207,6 +207,17 @@ class JobStore:
             if finished:
                 self._set_state("finished", "1")
 
+    # -- other components' state (sessions) ----------------------------------------------
+
+    def load_state(self, key: str) -> str | None:
+        """A value a component saved under `key` (kept across runs of the jobdir)."""
+        with self._locked():
+            return self._get_state(key)
+
+    def save_state(self, key: str, value: str) -> None:
+        with self._locked():
+            self._set_state(key, value)
+
     # -- incremental crawls --------------------------------------------------------------
 
     def validators(self, url: str) -> tuple[str | None, str | None, list[Request]]:
