@@ -149,11 +149,7 @@ end
 return 1
 """
 
-_REAP = """
--- Return expired leases (their process died or stalled) to their queues.
-local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
+_RETURN_LEASE = """
   local member = redis.call('HGET', p .. 'lease', id)
   local host = redis.call('HGET', p .. 'lease_host', id)
   redis.call('ZREM', p .. 'leases', id)
@@ -168,6 +164,22 @@ for _, id in ipairs(expired) do
       local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
       redis.call('ZADD', p .. 'ready', nxt, host)
     end
+"""
+
+_RELEASE = """
+-- A request cancelled by a stop goes back to its queue now, for another process or run.
+local p, per_host, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+""" + _RETURN_LEASE + """
+  end
+return 1
+"""
+
+_REAP = """
+-- Return expired leases (their process died or stalled) to their queues.
+local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+""" + _RETURN_LEASE + """
     redis.call('HINCRBY', p .. 'stats', 'leases_reaped', 1)
   end
 end
@@ -220,6 +232,7 @@ class RedisFrontier:
         self._take_script = self._redis.register_script(_TAKE)
         self._ack_script = self._redis.register_script(_ACK)
         self._reap_script = self._redis.register_script(_REAP)
+        self._release_script = self._redis.register_script(_RELEASE)
         self._renew_script = self._redis.register_script(_RENEW)
         self._held: set[int] = set()
         self._sent: set[str] = set()  # fingerprints this process already sent to Redis
@@ -334,8 +347,11 @@ class RedisFrontier:
         lease_id = request.store_id
         kept = list(outcome.items)
         try:
-            if lease_id is None or outcome.requeue:
-                return []  # a released lease is reaped back to the queue by its expiry
+            if lease_id is None:
+                return []
+            if outcome.requeue:  # cancelled by a stop: back to the queue, nothing recorded
+                self._call(self._release_script, [self._options.per_host, lease_id])
+                return []
             self.add(outcome.children)
             now = self._now_ms()
             retry = outcome.retry
