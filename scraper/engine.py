@@ -76,6 +76,7 @@ class Engine:
         self._fatal: FatalError | None = None
         self._fatal_lock = threading.Lock()
         self._last_item_at = time.monotonic()
+        self._seen = 0  # distinct requests the frontier admitted, read before it closes
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class Engine:
         if self.frontier is not None:
             try:
                 queued_left = self.frontier.queued_left()
+                self._seen = self.frontier.counts()["seen"]
             except FatalError as exc:
                 self.fatal(exc)
             self.frontier.close()
@@ -166,6 +168,7 @@ class Engine:
         elapsed = time.monotonic() - started
         stats = self.stats.snapshot()
         stats["queued_left"] = queued_left
+        stats["seen"] = self._seen
         stats["elapsed_s"] = round(elapsed, 3)
         stats["pages_per_s"] = round(stats["pages"] / elapsed, 1) if elapsed > 0 else 0.0
         stats["finish_reason"] = reason

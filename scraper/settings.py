@@ -196,6 +196,7 @@ class FrontierSettings(_Section):
     incremental: bool = False
     name: str = ""
     lease_timeout: Duration = Field(30.0, gt=0)
+    outage_grace: Duration = Field(60.0, ge=0)
     cleanup: bool = False
 
 

@@ -1,7 +1,12 @@
-"""Shared fixtures: loopback fault servers and a crawl helper. Never the internet."""
+"""Shared fixtures: loopback fault servers, a real redis-server, a crawl helper. Never the
+internet."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +56,35 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     for thread in leaked:
         thread.join(timeout=2)
     assert not [t.name for t in leaked if t.is_alive()], "crawl threads left running"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed: .ci/run installs it")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    for line in process.stdout:  # wait for the server to say it is ready
+        if b"Ready to accept connections" in line:
+            break
+    else:
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.communicate(timeout=10)
 
 
 def link_spider(start: str, *, callback_items: bool = True, **attrs: Any) -> type[Spider]:

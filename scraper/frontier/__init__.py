@@ -51,6 +51,7 @@ def open_frontier(settings: Settings, spider: Any, stats: Stats,
         return RedisFrontier(options, stats, url=backend,
                              name=settings.frontier.name or spider.name, spider=spider,
                              lease_timeout=settings.frontier.lease_timeout,
+                             outage_grace=settings.frontier.outage_grace,
                              cleanup=settings.frontier.cleanup)
     if backend not in ("memory", "sqlite"):
         raise ConfigError(f"frontier.backend = {backend!r}: expected 'memory', 'sqlite' "

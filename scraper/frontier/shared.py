@@ -1,22 +1,35 @@
 """A crawl shared by many processes on many machines through Redis (redis-py).
 
-Every key of a crawl lives under `scraper:{name}:`. Lua scripts make each step atomic,
-so no request is handed out twice and none is lost, and the per-host limits hold for
-the whole crawl rather than per process:
+Every key of a crawl lives under `scraper:{name}:`. Lua scripts (`redis_scripts.py`) make
+each step atomic, so no request is handed out twice and none is lost, and the per-host
+limits hold for the whole crawl rather than per process:
 
 - `q:{origin}` (sorted set): the origin's queued requests, highest priority first;
   `ready` (sorted set): origins with work and a free slot, scored by their next start
   time (ms); `next` / `active` / `delay` (hashes): per-origin next start, requests in
   flight, delay between starts. `crawl.per_host` and `crawl.delay` (and robots.txt
-  Crawl-delay) are enforced in `take`.
+  Crawl-delay) are enforced in `take`; `started` counts first attempts against
+  `crawl.max_pages`.
+- `procs` / `alive` / `owned:{owner}`: the live processes and each one's requests in
+  flight per origin: a process takes at most its share of `per_host` for an origin, so
+  the connections of all processes to an origin stay within `per_host`.
 - `seen` (set): fingerprints, for dedup across all processes.
-- `leases` (sorted set: lease id -> expiry), `lease` / `lease_host` (hashes): a request
-  handed out is leased with a visibility timeout that its process renews while it
-  works; `reap` returns expired leases (a process died) to their queues.
+- `leases` (sorted set: lease id -> expiry), `lease` / `lease_host` / `lease_owner`
+  (hashes): a request handed out is leased with a visibility timeout that its process
+  renews while it works; `reap` returns expired leases (a process died) to their queues.
 - `items` (stream): items are added in the same script that acknowledges their request,
   so after any crash each item is in the stream exactly once; `scraper export` drains it.
+  An ack is idempotent (`acked:{id}`), so one resent after a lost reply changes nothing.
 - `stats` (hash), `queued` (counter): progress for `scraper status`.
 The crawl is over when nothing is queued and no lease is held anywhere.
+
+Round trips: acknowledging a request, queueing its children and taking the next request
+go to Redis together, in one pipeline: about one round trip per page.
+
+Outages: every Redis call goes through one retrying path (`_retrying`): while Redis is
+unreachable (restarting, failing over, loading its data) workers wait and retry with
+backoff and jitter, for up to `frontier.outage_grace`; past it the crawl stops with
+finish_reason `error`, and running it again resumes it.
 """
 
 from __future__ import annotations
@@ -24,11 +37,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import redis
 
@@ -36,6 +52,7 @@ from ..errors import ConfigError, StoreError
 from ..request import Request
 from ..stats import Stats
 from ..urls import origin
+from . import redis_scripts as scripts
 from .admission import Admission
 from .base import ExportWriter, FrontierOptions, Item, Outcome
 from .codec import dump_request, fingerprint, load_request
@@ -45,148 +62,28 @@ log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
 SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
+OUTAGE_FIRST_WAIT = 0.05  # then doubling, with jitter, up to OUTAGE_MAX_WAIT
+OUTAGE_MAX_WAIT = 2.0
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+T = TypeVar("T")
 
-_ADD = """
--- KEYS: none (prefix in ARGV[1]); ARGV: prefix, now_ms, per_host, then triples
--- (fingerprint or '', origin, payload, priority)
-local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local queued, duplicates = 0, 0
-for i = 4, #ARGV, 4 do
-  local fp, host, payload, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  if fp == '' or redis.call('SADD', p .. 'seen', fp) == 1 then
-    local seq = redis.call('INCR', p .. 'seq')
-    redis.call('ZADD', p .. 'q:' .. host, -priority * 4294967296 + seq, seq .. '|' .. payload)
-    redis.call('INCR', p .. 'queued')
-    queued = queued + 1
-    local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
-    if active < per_host then
-      local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
-      redis.call('ZADD', p .. 'ready', 'NX', math.max(nxt, 0), host)
-    end
-  else
-    duplicates = duplicates + 1
-  end
-end
-return {queued, duplicates}
-"""
 
-_TAKE = """
--- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages
--- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
-local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local default_delay, expiry, owner = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local max_pages = tonumber(ARGV[7])
-if max_pages > 0 and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages then
-  return {false, false, tonumber(redis.call('GET', p .. 'queued') or '0'),
-          redis.call('ZCARD', p .. 'leases'), 1}
-end
-local hosts = redis.call('ZRANGEBYSCORE', p .. 'ready', '-inf', now, 'LIMIT', 0, 20)
-for _, host in ipairs(hosts) do
-  local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
-  local popped = nil
-  if active < per_host then popped = redis.call('ZPOPMIN', p .. 'q:' .. host) end
-  if popped and popped[1] then
-    active = redis.call('HINCRBY', p .. 'active', host, 1)
-    redis.call('DECR', p .. 'queued')
-    local delay = tonumber(redis.call('HGET', p .. 'delay', host) or default_delay)
-    redis.call('HSET', p .. 'next', host, now + delay)
-    local id = redis.call('INCR', p .. 'lease_seq')
-    redis.call('ZADD', p .. 'leases', expiry, id)
-    redis.call('HSET', p .. 'lease', id, popped[1])
-    redis.call('HSET', p .. 'lease_host', id, host)
-    redis.call('HSET', p .. 'lease_owner', id, owner)
-    if active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
-      redis.call('ZREM', p .. 'ready', host)
-    else
-      redis.call('ZADD', p .. 'ready', now + delay, host)
-    end
-    local payload = string.sub(popped[1], string.find(popped[1], '|', 1, true) + 1)
-    if string.sub(payload, 1, 1) == '1' then redis.call('INCR', p .. 'started') end
-    return {id, payload}
-  end
-  redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
-end
-local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
-local due = first[2] or false
-local queued = tonumber(redis.call('GET', p .. 'queued') or '0')
-return {false, due, queued, redis.call('ZCARD', p .. 'leases'), 0}
-"""
-
-_ACK = """
--- ARGV: prefix, now_ms, per_host, lease_id, retry_payload or '', retry_priority,
---       pause_until_ms, delay_ms (-1: unchanged), n_items, items...,
---       stat pairs (name, amount)...
-local p, now, per_host, id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local host = redis.call('HGET', p .. 'lease_host', id)
-if not host then return 0 end  -- the lease expired and was reaped: results dropped
-local retry, retry_priority = ARGV[5], tonumber(ARGV[6])
-local pause_until, delay, n_items = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-redis.call('ZREM', p .. 'leases', id)
-redis.call('HDEL', p .. 'lease', id)
-redis.call('HDEL', p .. 'lease_host', id)
-redis.call('HDEL', p .. 'lease_owner', id)
-local active = redis.call('HINCRBY', p .. 'active', host, -1)
-if retry ~= '' then
-  local seq = redis.call('INCR', p .. 'seq')
-  redis.call('ZADD', p .. 'q:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
-  redis.call('INCR', p .. 'queued')
-end
-if delay >= 0 then redis.call('HSET', p .. 'delay', host, delay) end
-local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
-if pause_until > nxt then
-  nxt = pause_until
-  redis.call('HSET', p .. 'next', host, nxt)
-end
-if active < per_host and redis.call('ZCARD', p .. 'q:' .. host) > 0 then
-  redis.call('ZADD', p .. 'ready', nxt, host)
-end
-for i = 10, 9 + n_items do
-  redis.call('XADD', p .. 'items', '*', 'item', ARGV[i])
-end
-for i = 10 + n_items, #ARGV, 2 do
-  redis.call('HINCRBY', p .. 'stats', ARGV[i], tonumber(ARGV[i + 1]))
-end
-return 1
-"""
-
-_REAP = """
--- Return expired leases (their process died or stalled) to their queues.
-local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-  local member = redis.call('HGET', p .. 'lease', id)
-  local host = redis.call('HGET', p .. 'lease_host', id)
-  redis.call('ZREM', p .. 'leases', id)
-  redis.call('HDEL', p .. 'lease', id)
-  redis.call('HDEL', p .. 'lease_host', id)
-  redis.call('HDEL', p .. 'lease_owner', id)
-  if host then
-    local active = redis.call('HINCRBY', p .. 'active', host, -1)
-    redis.call('ZADD', p .. 'q:' .. host, 0, member)
-    redis.call('INCR', p .. 'queued')
-    if active < per_host then
-      local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
-      redis.call('ZADD', p .. 'ready', nxt, host)
-    end
-    redis.call('HINCRBY', p .. 'stats', 'leases_reaped', 1)
-  end
-end
-return #expired
-"""
-
-_RENEW = """
-local p, expiry = ARGV[1], tonumber(ARGV[2])
-for i = 3, #ARGV do redis.call('ZADD', p .. 'leases', 'XX', expiry, ARGV[i]) end
-return 1
-"""
+def mask_password(url: str) -> str:
+    """`redis://user:secret@host` -> `redis://user:***@host`."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def connect(url: str) -> redis.Redis:
+    """A client for `url` (redis://, rediss:// with TLS, unix://; ACL user and password
+    in the URL), checked with a PING. The password is never shown."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
+                                      health_check_interval=30)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        raise ConfigError(f"frontier.backend = {url!r}: cannot reach Redis: {exc}") from None
+        message = mask_password(str(exc)) if str(exc) else type(exc).__name__
+        raise ConfigError(f"frontier.backend = {mask_password(url)!r}: cannot reach Redis: "
+                          f"{message}") from None
     return client
 
 
@@ -206,7 +103,8 @@ class RedisFrontier:
     serializes_requests = True
 
     def __init__(self, options: FrontierOptions, stats: Stats, *, url: str, name: str,
-                 spider: Any, lease_timeout: float, cleanup: bool) -> None:
+                 spider: Any, lease_timeout: float, cleanup: bool,
+                 outage_grace: float = 60.0) -> None:
         self._options = options
         self._stats = stats
         self._admission = Admission(options, stats)
@@ -215,13 +113,22 @@ class RedisFrontier:
         self._spider = spider
         self._lease_ms = int(lease_timeout * 1000)
         self._cleanup = cleanup
-        self._owner = f"{socket.gethostname()}:{os.getpid()}"
-        self._add_script = self._redis.register_script(_ADD)
-        self._take_script = self._redis.register_script(_TAKE)
-        self._ack_script = self._redis.register_script(_ACK)
-        self._reap_script = self._redis.register_script(_REAP)
-        self._renew_script = self._redis.register_script(_RENEW)
-        self._held: set[int] = set()
+        self._grace = outage_grace
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        register = self._redis.register_script
+        self._add_script = register(scripts.ADD)
+        self._take_script = register(scripts.TAKE)
+        self._ack_script = register(scripts.ACK)
+        self._reap_script = register(scripts.REAP)
+        self._release_script = register(scripts.RELEASE)
+        self._renew_script = register(scripts.RENEW)
+        self._leave_script = register(scripts.LEAVE)
+        self._scripts = (self._add_script, self._take_script, self._ack_script,
+                         self._reap_script, self._release_script, self._renew_script,
+                         self._leave_script)
+        self._load_scripts()
+        self._held: set[int] = set()  # leases of this process: renewed while held
+        self._ahead: deque[Request] = deque()  # taken with an ack, not handed out yet
         self._sent: set[str] = set()  # fingerprints this process already sent to Redis
         self._pacing: dict[str, HostPacing] = {}
         self._lock = threading.Lock()
@@ -229,6 +136,9 @@ class RedisFrontier:
         self._stop_event = threading.Event()
         self._closing = threading.Event()
         self._exhausted = False
+        self._paced = options.delay > 0 or options.autothrottle_target > 0
+        self._outage_since: float | None = None
+        self._last_counts = {"queued": 0, "leases": 0, "seen": 0}
         self.round_trips = 0
         self._heartbeat = threading.Thread(target=self._beat, name="scraper-redis-heartbeat",
                                            daemon=True)
@@ -238,12 +148,64 @@ class RedisFrontier:
     def _now_ms() -> int:
         return int(time.time() * 1000)
 
-    def _call(self, script: Any, args: list[Any]) -> Any:
-        self.round_trips += 1
-        try:
-            return script(args=[self._prefix, *args])
-        except redis.RedisError as exc:
-            raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+    # -- the one path to Redis -----------------------------------------------------------
+
+    def _retrying(self, call: Callable[[], T], *, retry: bool = True) -> T:
+        """Run `call` (one round trip); ride out an outage for up to the grace."""
+        attempt = 0
+        while True:
+            self.round_trips += 1
+            try:
+                result = call()
+            except redis.exceptions.NoScriptError:
+                self._load_scripts()  # Redis restarted without its script cache
+                continue
+            except TRANSIENT as exc:
+                if not retry:
+                    raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+                wait = self._outage(exc, attempt)
+                attempt += 1
+                if self._closing.wait(wait):
+                    raise StoreError(f"Redis frontier {self._prefix}",
+                                     "closed during an outage") from exc
+                continue
+            except redis.RedisError as exc:
+                raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+            if self._outage_since is not None:
+                with self._lock:
+                    if self._outage_since is not None:
+                        log.warning("Redis is back after %.1fs",
+                                    time.monotonic() - self._outage_since)
+                        self._outage_since = None
+            return result
+
+    def _outage(self, exc: Exception, attempt: int) -> float:
+        """Note an outage; the wait before the next try, or StoreError past the grace."""
+        now = time.monotonic()
+        with self._lock:
+            if self._outage_since is None:
+                self._outage_since = now
+                log.warning("Redis unreachable (%s): retrying for up to %.0fs "
+                            "(frontier.outage_grace)", exc, self._grace)
+            since = self._outage_since
+        if now - since > self._grace:
+            raise StoreError(f"Redis frontier {self._prefix}",
+                             f"unreachable for more than frontier.outage_grace "
+                             f"({self._grace:.0f}s): {exc}") from exc
+        wait = min(OUTAGE_MAX_WAIT, OUTAGE_FIRST_WAIT * 2 ** attempt)
+        return wait / 2 + random.uniform(0, wait / 2)
+
+    def _load_scripts(self) -> None:
+        for script in self._scripts:
+            self._redis.script_load(script.script)
+
+    def _evalsha(self, client: Any, script: Any, args: list[Any]) -> Any:
+        """Queue (on a pipeline) or run one script by its digest: no SCRIPT EXISTS check
+        per round trip; a missing script is loaded by `_retrying`."""
+        return client.evalsha(script.sha, 0, self._prefix, *args)
+
+    def _script(self, script: Any, args: list[Any], *, retry: bool = True) -> Any:
+        return self._retrying(lambda: self._evalsha(self._redis, script, args), retry=retry)
 
     # -- adding --------------------------------------------------------------------------
 
@@ -251,12 +213,10 @@ class RedisFrontier:
         counts = request.attempt == 1 and not request.redirect_chain
         return ("1" if counts else "0") + dump_request(self._spider, request)
 
-    def add(self, requests: Iterable[Request]) -> int:
-        """Queue requests not seen by any process. Fingerprints this process already sent
-        are dropped here, without a round trip (most links on a page were seen before)."""
-        accepted = []
-        keys = []
-        local_duplicates = 0
+    def _add_args(self, requests: Iterable[Request]) -> tuple[list[Any] | None, list[str], int]:
+        """The ADD script's arguments for the requests not sent before by this process:
+        (args or None, their fingerprints, duplicates dropped here)."""
+        accepted, keys, local_duplicates = [], [], 0
         sent = self._sent
         for request in self._admission.admit(requests):
             if not request.dont_filter:
@@ -266,44 +226,76 @@ class RedisFrontier:
                     continue
                 keys.append(key)
             accepted.append(request)
+        if not accepted:
+            return None, keys, local_duplicates
+        args: list[Any] = [self._now_ms(), self._options.per_host]
+        for request in accepted:
+            args += ["" if request.dont_filter else fingerprint(request),
+                     origin(request.url), self._encode(request), request.priority]
+        return args, keys, local_duplicates
+
+    def _sent_now(self, keys: list[str], duplicates: int) -> None:
+        with self._lock:
+            if len(self._sent) + len(keys) > SENT_CACHE:
+                self._sent.clear()  # bounded memory; Redis stays the authority on what was seen
+            self._sent.update(keys)  # only once Redis has them
+        if duplicates:
+            self._stats.inc("filtered_duplicate", duplicates)
+
+    def add(self, requests: Iterable[Request]) -> int:
+        """Queue requests not seen by any process. Fingerprints this process already sent
+        are dropped here, without a round trip (most links on a page were seen before)."""
+        args, keys, local_duplicates = self._add_args(requests)
         queued = duplicates = 0
-        if accepted:
-            args: list[Any] = [self._now_ms(), self._options.per_host]
-            for request in accepted:
-                args += ["" if request.dont_filter else fingerprint(request),
-                         origin(request.url), self._encode(request), request.priority]
-            queued, duplicates = self._call(self._add_script, args)
-            with self._lock:
-                if len(sent) + len(keys) > SENT_CACHE:
-                    sent.clear()  # bounded memory; Redis stays the authority on what was seen
-                sent.update(keys)  # only once Redis has them
-        if duplicates or local_duplicates:
-            self._stats.inc("filtered_duplicate", int(duplicates) + local_duplicates)
+        if args is not None:
+            queued, duplicates = self._script(self._add_script, args)
+        self._sent_now(keys, int(duplicates) + local_duplicates)
         return int(queued)
 
     # -- handing out ---------------------------------------------------------------------
 
-    def next(self) -> Request | None:
+    def _take_args(self, want: int) -> list[Any]:
+        now = self._now_ms()
         options = self._options
+        return [now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
+                self._owner, options.max_pages, want, now + self._lease_ms]
+
+    def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int]:
+        """(requests taken, next due ms or None, queued, leases, exhausted)."""
+        count = int(reply[0])
+        requests = []
+        for i in range(count):
+            lease_id = int(reply[1 + 2 * i])
+            requests.append(load_request(self._spider, reply[2 + 2 * i].decode()[1:],
+                                         lease_id))
+        due, queued, leases, exhausted = reply[1 + 2 * count:]
+        with self._lock:
+            self._held.update(r.store_id for r in requests if r.store_id is not None)
+        return requests, due, int(queued), int(leases), int(exhausted)
+
+    def _hand_out(self, request: Request) -> Request:
+        with self._lock:
+            self._in_flight += 1
+        return request
+
+    def next(self) -> Request | None:
         while not self._stop_event.is_set():
-            now = self._now_ms()
-            reply = self._call(self._take_script, [
-                now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
-                self._owner, options.max_pages])
-            if reply[0]:
-                lease_id = int(reply[0])
-                request = load_request(self._spider, reply[1].decode()[1:], lease_id)
-                with self._lock:
-                    self._held.add(lease_id)
-                    self._in_flight += 1
-                return request
-            _, due, queued, leases, exhausted = reply
+            try:
+                return self._hand_out(self._ahead.popleft())
+            except IndexError:
+                pass
+            reply = self._script(self._take_script, self._take_args(1))
+            requests, due, queued, leases, exhausted = self._taken(reply)
+            if requests:
+                self._ahead.extend(requests[1:])
+                return self._hand_out(requests[0])
             with self._lock:
-                in_flight = self._in_flight
-            if in_flight == 0 and (int(exhausted) or (int(queued) == 0 and int(leases) == 0)):
-                self._exhausted = bool(int(exhausted)) and int(queued) > 0
+                idle = self._in_flight == 0 and not self._ahead
+            if idle and (exhausted or (queued == 0 and leases == 0)):
+                self._exhausted = bool(exhausted) and queued > 0
                 self._finish_crawl()
                 return None
+            now = self._now_ms()
             wait = POLL if not due else min(POLL * 4, max(0.0, (int(due) - now) / 1000))
             self._stop_event.wait(max(wait, 0.005))
         return None
@@ -327,35 +319,63 @@ class RedisFrontier:
             delay = int(pacing.delay * 1000) if pacing.delay != before else -1
         return pause, delay
 
+    def _ack_args(self, request: Request, outcome: Outcome) -> list[Any]:
+        now = self._now_ms()
+        retry = outcome.retry
+        pause_until = 0
+        if retry is not None:
+            pause_until = int((time.time() + max(0.0, outcome.retry_at - time.monotonic()))
+                              * 1000)
+        pause, delay = self._pace(origin(request.url), outcome)
+        if pause:
+            pause_until = max(pause_until, now + int(pause * 1000))
+        items = outcome.items
+        return [now, self._options.per_host, request.store_id,
+                self._encode(retry) if retry is not None else "",
+                retry.priority if retry is not None else 0, pause_until, delay, len(items),
+                *(json.dumps(item, default=str) for item in items),
+                "requests_done", 1, "items", len(items)]
+
     def finish(self, request: Request, outcome: Outcome) -> list[Item]:
-        """Acknowledge the lease: children, items, stats, pacing and the retry in one
-        script. Children go first: if this process dies before the ack, the request runs
-        again and its children are then duplicates, so nothing is lost or doubled."""
+        """Acknowledge the lease (items, stats, pacing and the retry in one script), queue
+        the children and, unless stopping, take the next request: one round trip.
+        Children go first: if this process dies before the ack, the request runs again and
+        its children are then duplicates, so nothing is lost or doubled."""
         lease_id = request.store_id
-        kept = list(outcome.items)
         try:
-            if lease_id is None or outcome.requeue:
-                return []  # a released lease is reaped back to the queue by its expiry
-            self.add(outcome.children)
-            now = self._now_ms()
-            retry = outcome.retry
-            pause_until = 0
-            if retry is not None:
-                pause_until = int((time.time() + max(0.0, outcome.retry_at - time.monotonic()))
-                                  * 1000)
-            pause, delay = self._pace(origin(request.url), outcome)
-            if pause:
-                pause_until = max(pause_until, now + int(pause * 1000))
-            stats = ["requests_done", 1, "items", len(kept)]
-            args = [now, self._options.per_host, lease_id,
-                    self._encode(retry) if retry is not None else "",
-                    retry.priority if retry is not None else 0, pause_until, delay, len(kept),
-                    *(json.dumps(item, default=str) for item in kept), *stats]
-            if not self._call(self._ack_script, args):
+            if lease_id is None:
+                return []
+            if outcome.requeue:  # cancelled by a stop: back to the queue, nothing recorded
+                self._script(self._release_script, [self._options.per_host, lease_id])
+                return []
+            add_args, keys, local_duplicates = self._add_args(outcome.children)
+            ack_args = self._ack_args(request, outcome)
+            # Taking ahead saves a round trip; with a politeness delay it would let a
+            # request start later than its lease's time, and the next one on time.
+            take = not self._stop_event.is_set() and not self._ahead and not self._paced
+            take_args = self._take_args(1) if take else None
+
+            def step() -> list[Any]:
+                pipe = self._redis.pipeline(transaction=False)
+                if add_args is not None:
+                    self._evalsha(pipe, self._add_script, add_args)
+                self._evalsha(pipe, self._ack_script, ack_args)
+                if take_args is not None:
+                    self._evalsha(pipe, self._take_script, take_args)
+                return list(pipe.execute())
+
+            replies = self._retrying(step)
+            duplicates = int(replies.pop(0)[1]) if add_args is not None else 0
+            self._sent_now(keys, duplicates + local_duplicates)
+            acked = replies.pop(0)
+            if take_args is not None:
+                taken, *_ = self._taken(replies.pop(0))
+                self._ahead.extend(taken)
+            if not acked:
                 log.warning("lease of %s had expired: its results were dropped (another "
                             "process runs it again)", request.url)
                 return []
-            return kept
+            return list(outcome.items)
         finally:
             if lease_id is not None:
                 with self._lock:
@@ -370,8 +390,26 @@ class RedisFrontier:
 
     def close(self) -> None:
         self._stop_event.set()
+        ahead = [r.store_id for r in self._ahead if r.store_id is not None]
+        self._ahead.clear()
+        if ahead:  # taken ahead, never started: back to their queues for the others
+            try:
+                self._script(self._release_script, [self._options.per_host, *ahead],
+                             retry=False)
+                with self._lock:
+                    self._held.difference_update(ahead)
+            except StoreError as exc:
+                log.warning("could not hand back %d requests (their leases expire): %s",
+                            len(ahead), exc)
         self._closing.set()
         self._heartbeat.join(timeout=2)
+        with self._lock:
+            holding = bool(self._held)
+        if not holding:  # leases still held (left behind) keep their owner's share
+            try:
+                self._script(self._leave_script, [self._owner], retry=False)
+            except StoreError as exc:
+                log.debug("could not leave the crawl's process list: %s", exc)
         self._redis.close()
 
     def _beat(self) -> None:
@@ -382,11 +420,12 @@ class RedisFrontier:
                 with self._lock:
                     held = list(self._held)
                 now = self._now_ms()
-                if held:
-                    self._call(self._renew_script, [now + self._lease_ms, *held])
-                self._call(self._reap_script, [now, self._options.per_host])
+                self._script(self._renew_script, [now + self._lease_ms, now + self._lease_ms,
+                                                  self._owner, *held])
+                self._script(self._reap_script, [now, self._options.per_host])
             except StoreError as exc:
-                log.warning("Redis heartbeat failed: %s", exc)
+                if not self._closing.is_set():
+                    log.warning("Redis heartbeat failed: %s", exc)
 
     # -- robots.txt and status -----------------------------------------------------------
 
@@ -396,13 +435,11 @@ class RedisFrontier:
             pacing.raise_floor(delay)
         if delay:
             # The largest delay any process learnt holds for all of them.
-            try:
-                current = self._redis.hget(self._prefix + "delay", origin)
-                wanted = int(max(delay, self._options.delay) * 1000)
-                if current is None or int(current) < wanted:
-                    self._redis.hset(self._prefix + "delay", origin, wanted)
-            except redis.RedisError as exc:
-                raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+            key = self._prefix + "delay"
+            wanted = int(max(delay, self._options.delay) * 1000)
+            current = self._retrying(lambda: self._redis.hget(key, origin))
+            if current is None or int(current) < wanted:
+                self._retrying(lambda: self._redis.hset(key, origin, wanted))
 
     def refresh_robots(self, origin: str) -> None:
         """Each process refreshes its own copy (see the robots component's inline read)."""
@@ -412,18 +449,25 @@ class RedisFrontier:
         return self._exhausted
 
     def counts(self) -> dict[str, int]:
+        """Counts from Redis, or the last ones read while it is unreachable (progress
+        reports must not wait for an outage)."""
         with self._lock:
             in_flight = self._in_flight
-        try:
+
+        def read() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             pipe.get(self._prefix + "queued")
             pipe.zcard(self._prefix + "leases")
             pipe.scard(self._prefix + "seen")
-            queued, leases, seen = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
-        return {"queued": int(queued or 0), "in_flight": in_flight, "leases": int(leases),
-                "seen": int(seen)}
+            return list(pipe.execute())
+
+        try:
+            queued, leases, seen = self._retrying(read, retry=False)
+            self._last_counts = {"queued": int(queued or 0), "leases": int(leases),
+                                 "seen": int(seen)}
+        except StoreError as exc:
+            log.debug("counts from before the outage: %s", exc)
+        return {**self._last_counts, "in_flight": in_flight}
 
     def queued_left(self) -> int:
         return self.counts()["queued"]
