@@ -20,7 +20,8 @@ limits hold for the whole crawl rather than per process:
 - `items` (stream): items are added in the same script that acknowledges their request,
   so after any crash each item is in the stream exactly once; `scraper export` drains it.
   An ack is idempotent (`acked:{id}`), so one resent after a lost reply changes nothing.
-- `stats` (hash), `queued` (counter): progress for `scraper status`.
+- `stats` (hash), `queued` (counter): progress for `scraper status`; `sessions` (hash):
+  the sessions' cookies, so that another process or machine stays logged in.
 The crawl is over when nothing is queued and no lease is held anywhere.
 
 Round trips: acknowledging a request, queueing its children and taking the next request
@@ -136,6 +137,7 @@ class RedisFrontier:
         self._stop_event = threading.Event()
         self._closing = threading.Event()
         self._exhausted = False
+        self._finished = False
         self._paced = options.delay > 0 or options.autothrottle_target > 0
         self._outage_since: float | None = None
         self._last_counts = {"queued": 0, "leases": 0, "seen": 0}
@@ -301,9 +303,8 @@ class RedisFrontier:
         return None
 
     def _finish_crawl(self) -> None:
+        self._finished = True  # `frontier.cleanup`: the keys go at close
         self._stop_event.set()
-        if self._cleanup:
-            self.cleanup()
 
     # -- finishing -----------------------------------------------------------------------
 
@@ -410,6 +411,11 @@ class RedisFrontier:
                 self._script(self._leave_script, [self._owner], retry=False)
             except StoreError as exc:
                 log.debug("could not leave the crawl's process list: %s", exc)
+        if self._finished and self._cleanup:
+            try:
+                self.cleanup()
+            except redis.RedisError as exc:
+                log.warning("frontier.cleanup: could not delete the crawl's keys: %s", exc)
         self._redis.close()
 
     def _beat(self) -> None:
@@ -443,6 +449,17 @@ class RedisFrontier:
 
     def refresh_robots(self, origin: str) -> None:
         """Each process refreshes its own copy (see the robots component's inline read)."""
+
+    # -- sessions (the cookies component keeps them here, for every process) -------------
+
+    def load_session(self, name: str) -> str | None:
+        key = self._prefix + "sessions"
+        value = self._retrying(lambda: self._redis.hget(key, name))
+        return value.decode() if value is not None else None
+
+    def save_session(self, name: str, value: str) -> None:
+        key = self._prefix + "sessions"
+        self._retrying(lambda: self._redis.hset(key, name, value))
 
     @property
     def budget_exhausted(self) -> bool:
