@@ -7,7 +7,8 @@ reverse order over the components whose request hook ran:
 2. `redirects`: 3xx with a Location becomes a new request (response side).
 3. `robots`: robots.txt gating, filtering and Crawl-delay (request side).
 4. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
-5. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
+5. `proxies`: which of `http.proxies` a request goes through; their health.
+6. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
 
 `crawl.disable = ["robots", ...]` switches built-ins off by name.
 """
@@ -23,6 +24,7 @@ from .components import BUILT_IN_NAMES
 from .components.base import Component, Context
 from .components.conditional import ConditionalComponent
 from .components.middleware import UserMiddleware, load_middleware
+from .components.proxies import ProxyComponent
 from .components.redirects import RedirectComponent
 from .components.retries import RetryComponent
 from .components.robots import RobotsComponent
@@ -68,6 +70,8 @@ def build_chain(settings: Settings, spider: Any, *, client: Client, frontier: Fr
         components.append(RobotsComponent(settings, client, frontier, stats, retry, stopping))
     if store is not None and store.incremental and "conditional" not in disabled:
         components.append(ConditionalComponent(store, stats))
+    if client.proxies and "proxies" not in disabled:
+        components.append(ProxyComponent(settings, client, stats))
     components += [UserMiddleware(m, stats, settings.retry.attempts)
                    for m in user_middlewares(settings, spider)]
     return Chain(components, client)
@@ -108,7 +112,8 @@ class Chain:
         request = ctx.request
         try:
             result = self._client.fetch(request.method, request.url, request.headers,
-                                        request.body, timeout=request.timeout)
+                                        request.body, timeout=request.timeout,
+                                        proxy=ctx.proxy)
         except FetchError as exc:
             log.debug("%s %s failed: %s (%s)", request.method, request.url, exc.reason, exc)
             ctx.failure = exc

@@ -11,5 +11,6 @@ BUILT_INS = (
     ("redirects", "3xx with a Location becomes a new request through the frontier"),
     ("robots", "robots.txt: hosts wait for it, Disallow filters, Crawl-delay paces"),
     ("conditional", "incremental crawls: If-None-Match / If-Modified-Since, 304s"),
+    ("proxies", "http.proxies: a proxy per request by http.proxy_strategy; health, backoff"),
 )
 BUILT_IN_NAMES = tuple(name for name, _ in BUILT_INS)
