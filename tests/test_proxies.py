@@ -224,7 +224,7 @@ def test_https_through_tinyproxy_reuses_the_tunnel(make_server: Any, tmp_path: P
                        http__verify_tls=False, crawl__per_host=2, crawl__workers=4)
     stats = result.stats
     assert stats["pages"] == 13 and stats["failed"] == 0
-    assert [r.path for r in server.requests][0] == "/"  # origin-form inside the tunnel
+    assert all(r.path.startswith("/") for r in server.requests)  # origin-form, tunnelled
     assert server.connections_accepted == stats["connections_opened"] <= 2
     assert stats["connections_reused"] == 13 - stats["connections_opened"]
     assert balanced(stats)
