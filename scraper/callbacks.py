@@ -30,7 +30,8 @@ class CallbackRunner:
                  close_spider: Callable[[str], None],
                  check_request: Callable[[Request], Any] | None = None,
                  retry_policy: RetryPolicy | None = None,
-                 stopping: Callable[[], bool] | None = None) -> None:
+                 stopping: Callable[[], bool] | None = None,
+                 on_blocked: Callable[[Context, str], None] | None = None) -> None:
         self._spider = spider
         self._stats = stats
         self._items = items
@@ -38,6 +39,7 @@ class CallbackRunner:
         self._check_request = check_request  # raises now if a durable frontier can't store it
         self._retry_policy = retry_policy
         self._stopping = stopping or (lambda: False)
+        self._on_blocked = on_blocked  # e.g. back off the proxy that served a ban page
 
     def page(self, ctx: Context) -> None:
         """The response goes to the request's callback (default: `spider.parse`), unless
@@ -45,6 +47,8 @@ class CallbackRunner:
         request = ctx.original
         blocked = self._blocked(ctx)
         if blocked:
+            if self._on_blocked is not None:
+                self._on_blocked(ctx, f"blocked:{blocked}")
             self._ask_again(ctx, f"blocked:{blocked}", None, new_session=True)
             return
         self._stats.inc("pages")

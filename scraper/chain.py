@@ -11,7 +11,8 @@ reverse order over the components whose request hook ran:
 5. `auth`: `http.auth` credentials for their origin only.
 6. `referer`: the `Referer` header on requests yielded from a callback.
 7. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
-8. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
+8. `proxies`: which of `http.proxies` a request goes through; their health.
+9. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
 
 `crawl.disable = ["robots", ...]` switches built-ins off by name.
 """
@@ -29,6 +30,7 @@ from .components.base import Component, Context
 from .components.conditional import ConditionalComponent
 from .components.cookies import CookieComponent
 from .components.middleware import UserMiddleware, load_middleware
+from .components.proxies import ProxyComponent
 from .components.redirects import RedirectComponent
 from .components.referer import RefererComponent
 from .components.retries import RetryComponent
@@ -92,6 +94,8 @@ def build_chain(settings: Settings, spider: Any, *, client: Client, frontier: Fr
         components.append(RefererComponent())
     if store is not None and store.incremental and "conditional" not in disabled:
         components.append(ConditionalComponent(store, stats))
+    if client.proxies and "proxies" not in disabled:
+        components.append(ProxyComponent(settings, client, stats))
     components += [UserMiddleware(m, stats, settings.retry.attempts)
                    for m in user_middlewares(settings, spider)]
     return Chain(components, client, sessions)
@@ -134,7 +138,8 @@ class Chain:
         request = ctx.request
         try:
             result = self._client.fetch(request.method, request.url, request.headers,
-                                        request.body, timeout=request.timeout)
+                                        request.body, timeout=request.timeout,
+                                        proxy=ctx.proxy)
         except FetchError as exc:
             log.debug("%s %s failed: %s (%s)", request.method, request.url, exc.reason, exc)
             ctx.failure = exc
@@ -146,6 +151,14 @@ class Chain:
         ctx.latency = result.elapsed
         ctx.response = Response(result.url, result.status, result.headers, result.body,
                                 request)
+
+    def penalise(self, ctx: Context, why: str) -> None:
+        """A ban page (`Spider.blocked`): components that route requests (proxies) back
+        off what served it."""
+        for component in self.components:
+            penalise = getattr(component, "penalise", None)
+            if penalise is not None:
+                penalise(ctx, why)
 
     def done(self, ctx: Context) -> None:
         if ctx.ended:  # the callback asked for the page again (`Retry`): nothing to keep

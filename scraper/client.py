@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import itertools
 import logging
 import queue
+import re
 import socket
 import ssl
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import tenacity
 import urllib3
@@ -46,10 +50,12 @@ from urllib3.exceptions import (
     EmptyPoolError,
     HTTPError,
     InsecureRequestWarning,
+    LocationParseError,
     LocationValueError,
     NameResolutionError,
     NewConnectionError,
     ProtocolError,
+    ProxyError,
     ReadTimeoutError,
     SSLError,
 )
@@ -61,15 +67,17 @@ from urllib3.util.url import parse_url
 
 from .errors import (
     Cancelled,
+    ConfigError,
     ConnectError,
     ConnectionBroken,
     FetchError,
     FetchTimeout,
+    ProxyFailure,
     StatusError,
     TooLarge,
 )
 from .resolver import AddressGuard, Resolver
-from .settings import HttpSettings, RetrySettings
+from .settings import HttpSettings, RetrySettings, mask_password
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -152,7 +160,12 @@ class _TrackedConnectionMixin:
         self._requests_sent = 0
         self.stats.inc("connections_opened")
         if exchange is not None:
-            exchange.attach(sock)
+            try:
+                exchange.attach(sock)
+            except Cancelled:
+                sock.close()  # never handed to the connection, so counted closed here
+                self.stats.inc("connections_closed")
+                raise
         return sock
 
     def _connect_resolved(self) -> socket.socket:
@@ -259,10 +272,16 @@ class _LongestIdleFirstQueue(queue.Queue):  # type: ignore[type-arg]
 
 
 class _IdleEvictingPoolMixin:
-    """Closes pooled connections idle longer than `idle_timeout` before they are reused."""
+    """Closes pooled connections idle longer than `idle_timeout` before they are reused;
+    each pool registers itself with its client, which closes them all at the end."""
 
     QueueCls = _LongestIdleFirstQueue
     idle_timeout: float
+    registry: _PoolRegistry
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.registry.add(self)
 
     def _put_conn(self, conn: Any) -> None:
         if conn is not None:
@@ -278,6 +297,38 @@ class _IdleEvictingPoolMixin:
         ):
             conn.close()  # reconnects on use, like a connection the server dropped
         return conn
+
+
+class _PoolRegistry:
+    """Every pool a client created and not yet garbage-collected.
+
+    urllib3's PoolManager neither closes a pool it evicts from its LRU nor the pools it
+    drops in `clear()`: their sockets close when the pool is garbage-collected, so the
+    connections of a finished crawl would be counted closed at some later time, or never.
+    """
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, pool: Any) -> None:
+        with self._lock:
+            self._pools.add(pool)
+
+    def close_all(self) -> None:
+        """Close every pool: idle connections now, those in use when they are released."""
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.close()
+
+
+def _close_idle(pool: Any) -> None:
+    """A pool evicted from the PoolManager's LRU: close its idle connections now (a thread
+    that already holds the pool may still use it; what it releases closes later)."""
+    queue_ = getattr(pool, "pool", None)
+    if isinstance(queue_, _LongestIdleFirstQueue):
+        queue_.close_idle(float("inf"))
 
 
 @dataclass(slots=True)
@@ -387,34 +438,42 @@ class Client:
             log.warning("TLS certificate verification is off (http.verify_tls = false)")
         attrs = {"stats": stats, "resolver": self._resolver, "guard": self._guard,
                  "default_connect_timeout": http.connect_timeout}
-        http_conn = type("TrackedHTTPConnection", (_TrackedConnectionMixin, HTTPConnection), attrs)
-        https_conn = type(
-            "TrackedHTTPSConnection", (_TrackedConnectionMixin, HTTPSConnection), attrs
-        )
-        pool_attrs = {"idle_timeout": http.idle_timeout}
-        http_pool = type(
-            "IdleEvictingHTTPPool", (_IdleEvictingPoolMixin, HTTPConnectionPool),
-            {**pool_attrs, "ConnectionCls": http_conn},
-        )
-        https_pool = type(
-            "IdleEvictingHTTPSPool", (_IdleEvictingPoolMixin, HTTPSConnectionPool),
-            {**pool_attrs, "ConnectionCls": https_conn},
-        )
+        self._registry = _PoolRegistry()
+        pool_attrs = {"idle_timeout": http.idle_timeout, "registry": self._registry}
+
+        def pool_classes(http_base: type, https_base: type, name: str = "",
+                         extra: Mapping[str, Any] | None = None) -> dict[str, type]:
+            conn_attrs = {**attrs, **(extra or {})}
+            http_conn = type(f"Tracked{name}HTTPConnection",
+                             (_TrackedConnectionMixin, http_base), conn_attrs)
+            https_conn = type(f"Tracked{name}HTTPSConnection",
+                              (_TrackedConnectionMixin, https_base), conn_attrs)
+            return {
+                "http": type(f"IdleEvicting{name}HTTPPool",
+                             (_IdleEvictingPoolMixin, HTTPConnectionPool),
+                             {**pool_attrs, "ConnectionCls": http_conn}),
+                "https": type(f"IdleEvicting{name}HTTPSPool",
+                              (_IdleEvictingPoolMixin, HTTPSConnectionPool),
+                              {**pool_attrs, "ConnectionCls": https_conn}),
+            }
+
         pool_kw: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if not http.verify_tls else {}
         pool_kw.update(num_pools=http.max_hosts, maxsize=per_host, block=True, retries=False,
                        ssl_context=context)
-        self._proxied = bool(http.proxy)
-        if http.proxy:
-            # Credentials in the proxy URL become a Proxy-Authorization header sent to
-            # the proxy only (https goes through a CONNECT tunnel); never logged.
-            proxy = parse_url(http.proxy)
-            self._guard.trust(proxy.host or "")
-            headers = make_headers(proxy_basic_auth=proxy.auth) if proxy.auth else None
-            self._pm = urllib3.ProxyManager(proxy._replace(auth=None).url,
-                                            proxy_headers=headers, **pool_kw)
-        else:
-            self._pm = urllib3.PoolManager(**pool_kw)
-        self._pm.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
+        self._pm = urllib3.PoolManager(**pool_kw)
+        self._pm.pool_classes_by_scheme = pool_classes(HTTPConnection, HTTPSConnection)
+        # One manager per proxy. Plain http goes through one pool per proxy (at most
+        # `per_host` connections to it); https through a CONNECT tunnel per connection,
+        # pooled per proxy and site. Credentials in a proxy URL become a
+        # Proxy-Authorization header (or the SOCKS login) sent to that proxy only.
+        self._proxy_managers: dict[str, urllib3.PoolManager] = {}
+        for url in http.proxy_urls:
+            self._proxy_managers[url] = self._proxy_manager(url, pool_kw, pool_classes)
+        for manager in (self._pm, *self._proxy_managers.values()):
+            manager.pools.dispose_func = _close_idle
+        self.proxies: tuple[str, ...] = tuple(self._proxy_managers)
+        self._proxy_turn = itertools.count()
+        self._choose_proxy: Callable[[str], str] = self._next_proxy
         self._base_headers = {
             "User-Agent": http.user_agent,
             "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -425,6 +484,50 @@ class Client:
         self._watchdog = threading.Thread(target=self._watch, name="scraper-watchdog",
                                           daemon=True)
         self._watchdog.start()
+
+    def _proxy_manager(self, url: str, pool_kw: dict[str, Any],
+                       pool_classes: Callable[..., dict[str, type]]) -> urllib3.PoolManager:
+        try:
+            proxy = parse_url(url)
+        except LocationParseError as exc:  # settings validation lets few through
+            raise ConfigError(f"http.proxies: {mask_password(url)!r} is not a proxy URL: "
+                              f"{mask_password(str(exc))}") from None
+        self._guard.trust(proxy.host or "")
+        user, _, password = (proxy.auth or "").partition(":")
+        user, password = unquote(user), unquote(password)
+        manager: urllib3.PoolManager
+        if proxy.scheme in ("http", "https"):
+            headers = make_headers(proxy_basic_auth=f"{user}:{password}") if proxy.auth \
+                else None
+            manager = urllib3.ProxyManager(proxy._replace(auth=None).url,
+                                           proxy_headers=headers,
+                                           proxy_ssl_context=pool_kw["ssl_context"], **pool_kw)
+            manager.pool_classes_by_scheme = pool_classes(HTTPConnection, HTTPSConnection)
+            return manager
+        try:
+            from urllib3.contrib.socks import (
+                SOCKSConnection,
+                SOCKSHTTPSConnection,
+                SOCKSProxyManager,
+            )
+        except ImportError:  # urllib3 warns when PySocks is missing
+            raise ConfigError(f"http.proxies: {mask_password(url)!r} needs PySocks "
+                              "(pip install 'urllib3[socks]')") from None
+        manager = SOCKSProxyManager(proxy._replace(auth=None).url, username=user or None,
+                                    password=password or None, **pool_kw)
+        # The SOCKS proxy makes the connection: a failure to reach it is the proxy's.
+        manager.pool_classes_by_scheme = pool_classes(
+            SOCKSConnection, SOCKSHTTPSConnection, "SOCKS",
+            {"_connect_resolved": _socks_connect})
+        return manager
+
+    def choose_proxies_with(self, choose: Callable[[str], str]) -> None:
+        """How a request without a proxy of its own (robots.txt, `scraper fetch`) gets
+        one: `choose(url)` returns one of `proxies`. The default takes them in turn."""
+        self._choose_proxy = choose
+
+    def _next_proxy(self, url: str) -> str:
+        return self.proxies[next(self._proxy_turn) % len(self.proxies)]
 
     def trust(self, host: str) -> None:
         """Add one of the crawl's own hosts (a name or a `*.suffix` pattern): it may be
@@ -450,12 +553,13 @@ class Client:
                 exchange.cancel(reason)
 
     def _sweep_idle(self, idle_before: float) -> None:
-        pools = self._pm.pools
-        for key in pools.keys():  # noqa: SIM118 - RecentlyUsedContainer has no __iter__
-            pool = pools._container.get(key)  # reading without touching the LRU order
-            queue_ = getattr(pool, "pool", None)
-            if isinstance(queue_, _LongestIdleFirstQueue):
-                queue_.close_idle(idle_before)
+        for manager in (self._pm, *self._proxy_managers.values()):
+            pools = manager.pools
+            for key in pools.keys():  # noqa: SIM118 - RecentlyUsedContainer has no __iter__
+                pool = pools._container.get(key)  # reading without touching the LRU order
+                queue_ = getattr(pool, "pool", None)
+                if isinstance(queue_, _LongestIdleFirstQueue):
+                    queue_.close_idle(idle_before)
 
     def cancel_all(self, reason: str) -> None:
         """Cancel every request in flight (deadline, second interrupt)."""
@@ -472,19 +576,30 @@ class Client:
         self._closing.set()
         self.cancel_all("interrupted")
         self._watchdog.join(timeout=1)
-        self._pm.clear()
+        # Every pool closes its connections now (urllib3's clear() leaves that to the
+        # garbage collector), so connections_closed = connections_opened at the end.
+        self._registry.close_all()
+        for manager in (self._pm, *self._proxy_managers.values()):
+            manager.pools.dispose_func = None
+            manager.clear()
         self._resolver.close()
 
     # -- fetching -----------------------------------------------------------------------
 
     def fetch(self, method: str, url: str, headers: Mapping[str, str] | None = None,
-              body: bytes | None = None, *, timeout: float | None = None) -> FetchResult:
+              body: bytes | None = None, *, timeout: float | None = None,
+              proxy: str | None = None) -> FetchResult:
         """One exchange, with at most one immediate retry for a stale reused connection.
 
         Raises a `FetchError` subclass. A status in `retry.statuses` raises `StatusError`
         (the caller's retry policy decides); any other status is returned. `timeout`
-        bounds the whole exchange instead of `http.request_timeout`.
+        bounds the whole exchange instead of `http.request_timeout`. `proxy`: one of
+        `proxies` (the proxy component's choice); when proxies are set and none is
+        given, the client chooses one (see `choose_proxies_with`).
         """
+        if self.proxies and proxy is None:
+            proxy = self._choose_proxy(url)
+        manager = self._proxy_managers[proxy] if proxy is not None else None
         start = time.monotonic()
         expires = start + (timeout if timeout is not None else self.settings.request_timeout)
         if self.deadline is not None:
@@ -498,20 +613,21 @@ class Client:
         _current.exchange = exchange
         try:
             try:
-                return self._attempt(exchange, method, url, send_headers, body, start)
+                return self._attempt(exchange, method, url, send_headers, body, start, manager)
             except ConnectionBroken as exc:
                 if not (exc.stale and method.upper() in REPLAYABLE):
                     raise
             self.stats.inc("stale_retries")
             exchange.reused = False
-            return self._attempt(exchange, method, url, send_headers, body, start)
+            return self._attempt(exchange, method, url, send_headers, body, start, manager)
         finally:
             _current.exchange = None
             with self._lock:
                 self._exchanges.discard(exchange)
 
     def _attempt(self, exchange: Exchange, method: str, url: str, headers: Mapping[str, str],
-                 body: bytes | None, start: float) -> FetchResult:
+                 body: bytes | None, start: float,
+                 manager: urllib3.PoolManager | None) -> FetchResult:
         settings = self.settings
         attempt_start = time.monotonic()
         exchange.connect_started = exchange.tcp_connected = exchange.connected = 0.0
@@ -527,9 +643,12 @@ class Client:
                 "body": body, "headers": headers, "retries": False, "redirect": False,
                 "timeout": timeout, "pool_timeout": remaining, "preload_content": False,
                 "decode_content": True}
-            if self._proxied:  # the ProxyManager sets the proxy's headers and target form
+            if manager is not None:  # the ProxyManager sets the proxy's headers and target
                 self._check_proxied_target(url, timeout.connect_timeout)
-                response = self._pm.urlopen(method, url, **options)
+                response = manager.urlopen(method, url, **options)
+                if response.status == 407:
+                    raise ProxyFailure("the proxy wants credentials (407 Proxy Authentication "
+                                       "Required)", url, reason="proxy_auth", retryable=False)
             else:
                 pool = self._pm.connection_from_host(*self._pool_key(url))
                 response = pool.urlopen(method, _request_target(url), assert_same_host=False,
@@ -553,8 +672,8 @@ class Client:
                 exchange.cancel(self._expiry_reason())  # a socket timeout clamped to expiry
             if exchange.cancel_reason is not None:
                 raise self._cancelled(exchange, url) from exc
-            raise _translate(exc, url, reused=exchange.reused, got_response=response is not None) \
-                from exc
+            raise _translate(exc, url, reused=exchange.reused, got_response=response is not None,
+                             proxied=manager is not None) from exc
         finally:
             if response is not None:
                 _finish(response)
@@ -666,8 +785,48 @@ def _finish(response: Any) -> None:
         response.release_conn()
 
 
-def _translate(exc: BaseException, url: str, *, reused: bool, got_response: bool) -> FetchError:
+_TUNNEL_STATUS = re.compile(r"Tunnel connection failed: (\d{3})")
+_BROKEN = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def _socks_connect(conn: Any) -> socket.socket:
+    """A SOCKS connection's socket, made by PySocks through the proxy (the proxy is
+    trusted; its targets are judged before sending). Not reaching the proxy itself is
+    the proxy's failure."""
+    from urllib3.contrib.socks import SOCKSConnection
+
+    try:
+        return SOCKSConnection._new_conn(conn)  # type: ignore[no-any-return]
+    except (NewConnectionError, ConnectTimeoutError) as exc:
+        cause = exc.__cause__ or exc.__context__  # urllib3 raises some without "from"
+        if type(cause).__name__ == "ProxyConnectionError" \
+                or isinstance(cause, TimeoutError | socket.gaierror):
+            raise ProxyFailure(f"cannot reach the SOCKS proxy: {cause}") from exc
+        raise
+
+
+def _verification_failed(exc: BaseException) -> bool:
+    """A certificate that failed verification (untrusted, expired, wrong host name)."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError | ssl.CertificateError):
+            return True
+        if isinstance(current, BaseException):
+            todo += [current.__cause__, current.__context__,
+                     *(arg for arg in current.args if isinstance(arg, BaseException))]
+    return False
+
+
+def _translate(exc: BaseException, url: str, *, reused: bool, got_response: bool,
+               proxied: bool = False) -> FetchError:
     """urllib3 and socket errors -> the project's FetchError subclasses."""
+    if isinstance(exc, ProxyError):
+        return _translate_proxy_error(exc, url, reused=reused, got_response=got_response)
     # NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError: test it first.
     if isinstance(exc, NameResolutionError):
         return ConnectError(f"DNS lookup failed: {exc}", url, reason="dns")
@@ -678,7 +837,10 @@ def _translate(exc: BaseException, url: str, *, reused: bool, got_response: bool
     if isinstance(exc, ReadTimeoutError | TimeoutError):
         return FetchTimeout(f"read timed out: {exc}", url)
     if isinstance(exc, SSLError):
-        return ConnectError(f"TLS error: {exc}", url, reason="tls")
+        error = ConnectError(f"TLS error: {exc}", url, reason="tls")
+        if _verification_failed(exc):
+            error.retryable = False  # the same certificate again: retrying cannot help
+        return error
     if isinstance(exc, DecodeError):
         return ConnectionBroken(f"cannot decode body: {exc}", url, reason="decode")
     if isinstance(exc, LocationValueError):
@@ -687,8 +849,39 @@ def _translate(exc: BaseException, url: str, *, reused: bool, got_response: bool
     # The stale keep-alive race: the server closed a reused connection before answering.
     error.stale = bool(
         reused and not got_response and isinstance(exc, ProtocolError)
-        and len(exc.args) > 1
-        and isinstance(exc.args[1],
-                       ConnectionResetError | BrokenPipeError | ConnectionAbortedError)
+        and len(exc.args) > 1 and isinstance(exc.args[1], _BROKEN)
     )
     return error
+
+
+def _translate_proxy_error(exc: ProxyError, url: str, *, reused: bool,
+                           got_response: bool) -> FetchError:
+    """urllib3 says "Unable to connect to proxy" for any error on a connection that is
+    not (or no longer) connected to its proxy; what the proxy really did is the cause."""
+    original = exc.original_error
+    message = mask_password(str(original))
+    if isinstance(original, _BROKEN) and reused and not got_response:
+        # The proxy closed a kept-alive connection (http.client's close() cleared
+        # urllib3's "connected to the proxy" flag): the stale race, not a proxy failure.
+        error = ConnectionBroken(f"connection broken: {message}", url)
+        error.stale = True
+        return error
+    match = _TUNNEL_STATUS.search(str(original))
+    if match:
+        status = int(match.group(1))
+        if status == 407:
+            return ProxyFailure(f"the proxy wants credentials: {message}", url,
+                                reason="proxy_auth", retryable=False)
+        if status == 403:
+            return ProxyFailure(f"the proxy refused the tunnel: {message}", url,
+                                reason="proxy_refused", retryable=False)
+        return ProxyFailure(f"the proxy answered CONNECT with {status}: {message}", url,
+                            reason=f"proxy_status:{status}", retryable=status == 429
+                            or status >= 500, penalise=status == 429)
+    if isinstance(original, SSLError | ssl.SSLError):
+        error = ConnectError(f"TLS error with the proxy: {message}", url, reason="tls")
+        error.retryable = not _verification_failed(original)
+        return error
+    if isinstance(original, ReadTimeoutError | TimeoutError):
+        return FetchTimeout(f"read timed out: {message}", url)
+    return ProxyFailure(f"cannot use the proxy: {message}", url)

@@ -133,7 +133,8 @@ class Engine:
             close_spider=lambda reason: self.halt(reason, cancel=False),
             check_request=(lambda request: dump_request(self.spider, request))
             if self.frontier.serializes_requests else None,
-            retry_policy=self.retry_policy, stopping=lambda: self.stopping)
+            retry_policy=self.retry_policy, stopping=lambda: self.stopping,
+            on_blocked=self.chain.penalise)
 
     def _close(self) -> int:
         """Close the client, chain and frontier (whatever was opened); the requests left."""

@@ -12,6 +12,8 @@ ScraperError
 │   ├── StatusError (.status)         reason "status:NNN" (retryable statuses, given up)
 │   ├── RedirectError                 reason "redirect" (loop, too many, bad Location)
 │   ├── BlockedAddress                reason "blocked_address" (a private address, refused)
+│   ├── ProxyFailure (.penalise)      reason "proxy_connection", "proxy_auth", "proxy_refused",
+│   │                                 "proxy_status:NNN" (the proxy failed or refused)
 │   └── Cancelled                     reason "deadline" / "interrupted"
 ├── FormError (ValueError)            `response.form()`: no such form or submit button
 ├── ItemError                         an item that failed validation
@@ -97,6 +99,22 @@ class BlockedAddress(FetchError):
     otherwise non-public address: refused before connecting (`http.allow_private_addresses`)."""
 
     reason = "blocked_address"
+
+
+class ProxyFailure(FetchError):
+    """The proxy, not the site, failed the request: unreachable ("proxy_connection",
+    retried on another proxy), 407 ("proxy_auth") or a CONNECT refused with 403
+    ("proxy_refused"), not retried; another status answered to CONNECT
+    ("proxy_status:NNN"). `penalise`: the proxy should be backed off for it."""
+
+    reason = "proxy_connection"
+    retryable = True
+
+    def __init__(self, message: str, url: str = "", *, reason: str | None = None,
+                 retryable: bool = True, penalise: bool = True) -> None:
+        super().__init__(message, url, reason=reason)
+        self.retryable = retryable
+        self.penalise = penalise
 
 
 class Cancelled(FetchError):

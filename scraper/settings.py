@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -128,6 +128,10 @@ class HttpSettings(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
     proxy: str = ""
+    proxies: list[str] = Field(default_factory=list)
+    proxy_strategy: Literal["round_robin", "per_session", "per_host"] = "round_robin"
+    proxy_backoff: Duration = Field(1.0, gt=0)
+    proxy_max_backoff: Duration = Field(300.0, gt=0)
     dns_ttl: Duration = 300.0
     resolve: dict[str, str] = Field(default_factory=dict)
     allow_private_addresses: bool = False
@@ -171,9 +175,72 @@ class HttpSettings(_Section):
     @field_validator("proxy")
     @classmethod
     def _proxy_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("an http:// or https:// proxy URL, like http://user:pass@host:3128")
-        return value
+        return check_proxy_url(value) if value else value
+
+    @field_validator("proxies", mode="before")
+    @classmethod
+    def _proxy_urls(cls, value: Any) -> list[str]:
+        """A list of proxy URLs, or `"@path"`: a file with one per line (blank lines and
+        `#` comments skipped); one URL alone is a list of one."""
+        if isinstance(value, str):
+            if not value.startswith("@"):
+                return [check_proxy_url(value)]
+            path = Path(value[1:]).expanduser()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ValueError(f"a readable file of proxy URLs: {exc.strerror or exc}") \
+                    from None
+            urls = []
+            for number, line in enumerate(lines, 1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    try:
+                        urls.append(check_proxy_url(line))
+                    except ValueError as exc:
+                        raise ValueError(f"{path}, line {number}: {exc}") from None
+            return urls
+        if not isinstance(value, list | tuple):
+            raise ValueError('a list of proxy URLs, or "@path/to/file" (one per line)')
+        return [check_proxy_url(item) if isinstance(item, str) else item for item in value]
+
+    @property
+    def proxy_urls(self) -> list[str]:
+        """The proxy pool: `http.proxy`, then `http.proxies`, without repeats."""
+        return list(dict.fromkeys([self.proxy, *self.proxies] if self.proxy else self.proxies))
+
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@'\"]*):[^\s/@'\"]*@")
+
+
+def mask_password(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://user:***@host`, wherever it occurs."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def check_proxy_url(url: str) -> str:
+    """`url` when it is a usable proxy URL (`scheme://[user:password@]host:port`), else a
+    ValueError that says what is wrong (and never shows the password)."""
+    example = "like http://user:pass@host:3128 or socks5h://host:1080"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"a proxy URL {example}: {mask_password(str(exc))}") from None
+    if parts.scheme.lower() not in PROXY_SCHEMES:
+        raise ValueError(f"a proxy URL with a scheme among {', '.join(PROXY_SCHEMES)}, "
+                         f"{example}")
+    host = parts.hostname or ""
+    if not host or host.startswith("*") or not (_HOST_PATTERN.fullmatch(host) or _is_ip(host)):
+        raise ValueError(f"a proxy URL with a host name or address, {example}")
+    if port is None:
+        raise ValueError(f"a proxy URL with a port, {example}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"a proxy URL without a path, query or fragment, {example}")
+    if any(ch.isspace() for ch in url.strip()):
+        raise ValueError(f"a proxy URL without spaces, {example}")
+    return url.strip()
 
 
 class RetrySettings(_Section):
@@ -365,7 +432,8 @@ def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
         shown = error.get("input")
         if key in _SECRET_KEYS and isinstance(shown, dict):  # credentials are never shown
             shown = {name: "***" for name in shown}
-        lines.append(f"{source}: {key} = {shown!r}: expected {expected}")
+        shown = mask_password(repr(shown))  # a proxy URL's password
+        lines.append(f"{source}: {key} = {shown}: expected {expected}")
     return "\n".join(lines)
 
 

@@ -315,8 +315,8 @@ def test_requests_go_through_the_proxy_with_its_credentials(
     assert "s3cret" not in caplog.text and "s3cret" not in json.dumps(result.stats)
 
 
-def test_a_proxy_url_must_be_http(server: FaultServer) -> None:
+def test_a_proxy_url_must_be_http_or_socks(server: FaultServer) -> None:
     from scraper.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"http.proxy = 'socks5://h:1'"):
-        crawl(link_spider(server.url("/")), http__proxy="socks5://h:1")
+    with pytest.raises(ConfigError, match=r"http.proxy = 'ftp://h:1'"):
+        crawl(link_spider(server.url("/")), http__proxy="ftp://h:1")

@@ -14,5 +14,6 @@ BUILT_INS = (
     ("auth", "http.auth credentials, sent to their own origin only"),
     ("referer", "a Referer header with the page a link was found on"),
     ("conditional", "incremental crawls: If-None-Match / If-Modified-Since, 304s"),
+    ("proxies", "http.proxies: a proxy per request by http.proxy_strategy; health, backoff"),
 )
 BUILT_IN_NAMES = tuple(name for name, _ in BUILT_INS)

@@ -31,8 +31,8 @@ class Context:
     """One request's passage through the chain, and what it leaves for the frontier."""
 
     __slots__ = ("cached_children", "children", "ended", "failure", "fetched", "host_failed",
-                 "host_pause", "items", "latency", "original", "request", "requeue",
-                 "response", "retry", "retry_at", "session", "spider")
+                 "host_pause", "items", "latency", "original", "proxy", "request",
+                 "requeue", "response", "retry", "retry_at", "session", "spider")
 
     def __init__(self, request: Request, spider: Any) -> None:
         self.original = request  # what the frontier handed out (its slot and its row)
@@ -52,6 +52,7 @@ class Context:
         self.requeue = False
         self.cached_children: list[Request] | None = None  # incremental: last run's links
         self.session: Any = None  # the `sessions.Session` the cookies component chose
+        self.proxy: str | None = None  # the proxy URL to fetch through (proxies component)
 
     def end(self) -> None:
         """No more hooks and no callback for this request."""
