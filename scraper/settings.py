@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -91,6 +92,25 @@ class HttpSettings(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
     proxy: str = ""
+    cache: Literal["off", "replay", "rfc9111"] = "off"
+    cache_dir: str = ".scraper/cache"
+    cache_ttl: Duration = 0.0
+    cache_only: bool = False
+
+    @field_validator("cache_only")
+    @classmethod
+    def _cache_on(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("cache", "off") == "off":
+            raise ValueError("false while http.cache is 'off': set http.cache to "
+                             "'replay' or 'rfc9111' (or pass --cache)")
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a directory path")
+        return value
 
     @field_validator("proxy")
     @classmethod

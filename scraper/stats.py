@@ -30,6 +30,9 @@ COUNTERS = (
     "filtered_robots",
     "filtered_trap",
     "pipeline_errors",
+    "cache_hits",
+    "cache_misses",
+    "cache_revalidated",
 )
 
 
