@@ -16,7 +16,7 @@ from conftest import crawl, link_spider
 from servers import Exchange, FaultServer
 
 import scraper
-from scraper import Spider
+from scraper import Request, Spider
 from scraper.cli import main
 from scraper.components.cache import CACHE_FILE, HttpCache, freshness_lifetime
 from scraper.settings import load
@@ -312,3 +312,22 @@ def test_cache_settings_are_checked() -> None:
     with Site(catalogue()) as site:
         result = invoke("fetch", "--cache", "-s", "http.cache_dir=blocked", site.url("/"))
     assert result.exit_code == 2 and "http.cache_dir: cannot use blocked" in result.output
+
+
+def test_a_request_with_dont_cache_meta_bypasses_the_cache() -> None:
+    with Site(catalogue()) as site:
+
+        class Fresh(Spider):
+            name = "fresh"
+
+            def start_requests(self) -> Any:
+                yield Request(site.url("/p/1"))
+                yield Request(site.url("/p/2"), meta={"dont_cache": True})
+
+            def parse(self, response: Any) -> Any:
+                yield {"url": response.url}
+
+        crawl(Fresh, http__cache="replay")
+        second = crawl(Fresh, http__cache="replay")
+        assert site.count("/p/1") == 1 and site.count("/p/2") == 2
+    assert second.stats["cache_hits"] == 1 and len(second.items) == 2
