@@ -5,14 +5,16 @@ reverse order over the components whose request hook ran:
 
 1. `retry`: retry decisions for failed fetches (response side).
 2. `redirects`: 3xx with a Location becomes a new request (response side).
-3. `robots`: robots.txt gating, filtering and Crawl-delay (request side).
-4. `cookies`: the request's session, its cookie jar (`Cookie`, `Set-Cookie` of every
+3. `cache`: `http.cache`: a stored response answers before robots.txt and the fetch; real
+   fetches are stored on the way back (request and response sides).
+4. `robots`: robots.txt gating, filtering and Crawl-delay (request side).
+5. `cookies`: the request's session, its cookie jar (`Cookie`, `Set-Cookie` of every
    response, 3xx included), retiring sessions (`sessions.*`).
-5. `auth`: `http.auth` credentials for their origin only.
-6. `referer`: the `Referer` header on requests yielded from a callback.
-7. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
-8. `proxies`: which of `http.proxies` a request goes through; their health.
-9. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
+6. `auth`: `http.auth` credentials for their origin only.
+7. `referer`: the `Referer` header on requests yielded from a callback.
+8. `conditional`: If-None-Match / If-Modified-Since in incremental crawls; 304 handling.
+9. `proxies`: which of `http.proxies` a request goes through; their health.
+10. user middlewares (`Spider.middlewares`, then `crawl.middlewares`), in the order given.
 
 `crawl.disable = ["robots", ...]` switches built-ins off by name.
 """
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .client import Client, RetryPolicy
 from .components import BUILT_IN_NAMES
 from .components.auth import AuthComponent
 from .components.base import Component, Context
+from .components.cache import CacheComponent, CachedClient, open_cache
 from .components.conditional import ConditionalComponent
 from .components.cookies import CookieComponent
 from .components.middleware import UserMiddleware, load_middleware
@@ -76,14 +79,22 @@ def build_chain(settings: Settings, spider: Any, *, client: Client, frontier: Fr
     """The chain for one crawl: the built-ins in order, less `crawl.disable`, then the
     user middlewares."""
     disabled = check_disabled(settings)
+    middlewares = user_middlewares(settings, spider)  # before the cache opens: may raise
     retry = RetryComponent(settings, policy, stats, stopping)
     components: list[Component] = []
     if "retry" not in disabled:
         components.append(retry)
     if "redirects" not in disabled:
         components.append(RedirectComponent(settings, stats))
+    robots_client = client
+    cache = open_cache(settings, stats) if "cache" not in disabled else None
+    if cache is not None:
+        components.append(CacheComponent(cache))
+        # robots.txt is read through the cache too: a replayed crawl sends no request
+        robots_client = cast(Client, CachedClient(client, cache))
     if settings.crawl.obey_robots and "robots" not in disabled:
-        components.append(RobotsComponent(settings, client, frontier, stats, retry, stopping))
+        components.append(RobotsComponent(settings, robots_client, frontier, stats, retry,
+                                          stopping))
     sessions = None
     if "cookies" not in disabled:
         sessions = SessionPool(settings.sessions, stats, session_store(frontier, store))
@@ -96,8 +107,7 @@ def build_chain(settings: Settings, spider: Any, *, client: Client, frontier: Fr
         components.append(ConditionalComponent(store, stats))
     if client.proxies and "proxies" not in disabled:
         components.append(ProxyComponent(settings, client, stats))
-    components += [UserMiddleware(m, stats, settings.retry.attempts)
-                   for m in user_middlewares(settings, spider)]
+    components += [UserMiddleware(m, stats, settings.retry.attempts) for m in middlewares]
     return Chain(components, client, sessions)
 
 

@@ -171,6 +171,25 @@ class HttpSettings(_Section):
                 raise ValueError(f'"user:password" or "Bearer TOKEN" for {where}')
             checked[origin] = secret
         return checked
+    cache: Literal["off", "replay", "rfc9111"] = "off"
+    cache_dir: str = ".scraper/cache"
+    cache_ttl: Duration = 0.0
+    cache_only: bool = False
+
+    @field_validator("cache_only")
+    @classmethod
+    def _cache_on(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("cache", "off") == "off":
+            raise ValueError("false while http.cache is 'off': set http.cache to "
+                             "'replay' or 'rfc9111' (or pass --cache)")
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a directory path")
+        return value
 
     @field_validator("proxy")
     @classmethod

@@ -31,6 +31,9 @@ COUNTERS = (
     "filtered_trap",
     "pipeline_errors",
     "sessions_retired",
+    "cache_hits",
+    "cache_misses",
+    "cache_revalidated",
 )
 
 

@@ -23,6 +23,7 @@ from . import (
     _spider_arg_option,
     main,
 )
+from .tools import cache_option, with_cache
 
 if TYPE_CHECKING:
     from ..engine import CrawlResult
@@ -107,21 +108,25 @@ def _summary(result: CrawlResult, items_to: str | None, *, to_stderr: bool, quie
               help="Keep the crawl's state in DIR (SQLite): rerun the same command after a "
                    "crash, a deadline or Ctrl-C to continue; items are written at the end, "
                    "each exactly once.")
+@cache_option
 @_log_options
 def crawl(spider: str, spider_args: tuple[str, ...], overrides: tuple[str, ...],
           settings_file: str | None, outputs: tuple[str, ...], deadline: str | None,
-          stats_path: str | None, jobdir: str | None, log_level: str, log_format: str,
-          log_file: str | None, progress_mode: str, quiet: bool) -> None:
+          stats_path: str | None, jobdir: str | None, use_cache: bool, log_level: str,
+          log_format: str, log_file: str | None, progress_mode: str, quiet: bool) -> None:
     """Run the spider SPIDER (a name in spiders/ or a path to a .py file).
 
     On a terminal a live line shows pages, items, pages/s, requests in flight, queued,
     failures and open connections; elsewhere (cron, a pipe) a log line every 5 s. A
-    summary of the stats follows the crawl.
+    summary of the stats follows the crawl. With --cache, every response is kept in the
+    HTTP cache (http.cache_dir) and a rerun is answered from it: no request, no
+    robots.txt, no delay (-s http.cache_only=true: never the network).
 
     \b
-    Example:
+    Examples:
       scraper crawl demo -o out/items.jsonl -s crawl.per_host=8 --deadline 10m \\
           --stats out/stats.json --log-file crawl.log
+      scraper crawl demo --cache -o out/items.jsonl    # twice: the second sends nothing
 
     \b
     Exit codes:
@@ -132,6 +137,7 @@ def crawl(spider: str, spider_args: tuple[str, ...], overrides: tuple[str, ...],
       130  interrupted (SIGINT/SIGTERM; with --jobdir, rerun to continue)
     """
     _setup_logging(log_level, log_format, log_file, quiet)
+    overrides = with_cache(overrides, use_cache)
     if jobdir is not None:
         overrides = (*overrides, f"frontier.jobdir={jobdir!r}")
     result, written = _run_crawl(
@@ -347,6 +353,8 @@ def _components(loaded: LoadedSettings) -> list[str]:
         off.add("referer")
     if not loaded.settings.http.cookies:
         off.add("cookies")
+    if loaded.settings.http.cache == "off":
+        off.add("cache")
     entries = [f"{name}{' (off)' if name in off else ''}: {what}" for name, what in BUILT_INS]
     entries += [f"{path}: user middleware (crawl.middlewares)" for path in crawl.middlewares]
     return entries

@@ -25,11 +25,27 @@ from . import (
 
 if TYPE_CHECKING:
     from ..client import Client, FetchResult
+    from ..components.cache import HttpCache
     from ..settings import LoadedSettings
     from ..spider import Spider
 
 
 # -- fetch ----------------------------------------------------------------------------------
+
+CACHE_OVERRIDE = "http.cache=replay"
+CACHE_SOURCES = {"cache": "hit (nothing sent)", "revalidated": "revalidated (304)",
+                 "network": "miss (fetched and kept)"}
+
+
+def cache_option(func: Any) -> Any:
+    """`--cache`: the same as `-s http.cache=replay` (an explicit -s http.cache wins)."""
+    return click.option("--cache", "use_cache", is_flag=True,
+                        help="Answer from the HTTP cache and keep what is fetched "
+                             "(-s http.cache=replay; see http.cache_only).")(func)
+
+
+def with_cache(overrides: tuple[str, ...], use_cache: bool) -> tuple[str, ...]:
+    return (CACHE_OVERRIDE, *overrides) if use_cache else overrides
 
 
 def _check_url(url: str) -> str:
@@ -55,6 +71,12 @@ def _trust_typed(client: Client, url: str) -> None:
     from ..urls import hostname
 
     client.trust(hostname(url))
+def _make_cache(loaded: LoadedSettings, client: Client) -> HttpCache | None:
+    """The project's HTTP cache when `http.cache` is on (shares the client's stats)."""
+    from ..components.cache import open_cache
+
+    with _config_errors():
+        return open_cache(loaded.settings, client.stats)
 
 
 def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -107,7 +129,7 @@ def _preview(result: FetchResult, url: str, limit: int) -> list[str]:
 
 
 def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | None,
-                  preview: int) -> tuple[list[str], dict[str, Any]]:
+                  preview: int, source: str | None = None) -> tuple[list[str], dict[str, Any]]:
     from urllib.parse import urljoin
 
     from ..logs import redact
@@ -117,6 +139,7 @@ def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | N
         f"{method} {redact(url)}",
         f"status: {result.status} {_status_phrase(result.status)}".rstrip(),
         f"reused: {'yes' if result.reused else 'no'}",
+        *([f"cache: {CACHE_SOURCES[source]}"] if source else []),
         "timings: " + ", ".join(f"{phase} {ms:.2f} ms" for phase, ms in timings.items()
                                 if phase != "tls" or url.startswith("https:")),
         "headers:",
@@ -127,6 +150,8 @@ def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | N
         "timings_ms": timings, "headers": dict(result.headers.items()),
         "body_bytes": len(result.body),
     }
+    if source:
+        report["cache"] = source
     location = result.headers.get("location")
     if 300 <= result.status < 400 and location:
         target = urljoin(url, location)
@@ -155,10 +180,11 @@ def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | N
 @click.option("--preview", default=PREVIEW_CHARS, show_default=True, type=click.IntRange(0),
               help="Characters of body text shown (0: none).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per URL instead.")
+@cache_option
 @_settings_options
 def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
-          body_to: str | None, preview: int, as_json: bool, overrides: tuple[str, ...],
-          settings_file: str | None) -> None:
+          body_to: str | None, preview: int, as_json: bool, use_cache: bool,
+          overrides: tuple[str, ...], settings_file: str | None) -> None:
     """Fetch URLs through the crawler's shared client and show what happened.
 
     For each URL: the status, the response headers, the time of each phase (connect,
@@ -166,13 +192,15 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
     connection, and the body (a preview, or a file with --body). All URLs share one
     client, so a second URL on the same host reuses the first one's connection.
     Redirects are not followed: the Location is shown. The settings (timeouts, headers,
-    user agent) are the crawl's; -s overrides them.
+    user agent) are the crawl's; -s overrides them. With --cache (or http.cache set),
+    a URL already in the HTTP cache is answered from it, and one fetched is kept.
 
     \b
     Examples:
       scraper fetch http://127.0.0.1:8000/ http://127.0.0.1:8000/c/books/1
       scraper fetch https://example.com/ --body page.html -s http.read_timeout=5
       scraper fetch https://api.example.com/items -H 'Accept: application/json' --body -
+      scraper fetch --cache http://127.0.0.1:8000/p/7
 
     \b
     Exit codes:
@@ -180,10 +208,12 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
       1  a request failed (the reason is shown) or answered 4xx/5xx
       2  bad usage or settings
     """
+    from ..components.cache import cached_fetch
     from ..errors import FetchError
     from ..logs import redact
     from ..settings import load
 
+    overrides = with_cache(overrides, use_cache)
     for url in urls:
         _check_url(url)
     headers = _parse_headers(header_pairs)
@@ -193,11 +223,14 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
     out_err = body_to == "-"  # the bodies own stdout: the report goes to stderr
     failures = 0
     client = _make_client(loaded)
+    cache = None
     try:
+        cache = _make_cache(loaded, client)
         for index, url in enumerate(urls, 1):
             _trust_typed(client, url)
             try:
-                result = client.fetch(method.upper(), url, headers or None)
+                result, source = cached_fetch(client, cache, method.upper(), url,
+                                              headers or None)
             except FetchError as exc:
                 failures += 1
                 if as_json:
@@ -221,7 +254,8 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
                 except OSError as exc:
                     _fail(f"--body {path}: cannot write: {exc.strerror or exc}")
                 body_note = str(path)
-            lines, report = _fetch_report(method.upper(), url, result, body_note, preview)
+            lines, report = _fetch_report(method.upper(), url, result, body_note, preview,
+                                          source if cache is not None else None)
             if result.status >= 400:
                 failures += 1
                 lines.append(f"failed: status:{result.status}")
@@ -231,6 +265,8 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
                 click.echo("\n".join(lines) + "\n", err=out_err)
         stats = client.stats.snapshot()
     finally:
+        if cache is not None:
+            cache.close()
         client.close()
     if len(urls) > 1 and not as_json:
         click.echo(f"{len(urls) - failures} of {len(urls)} fetched; connections opened "
@@ -242,14 +278,16 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
 # -- parse and shell ------------------------------------------------------------------------
 
 
-def _fetch_page(client: Client, url: str, meta: dict[str, Any] | None = None) -> Any:
-    """A `Response` for `url`, or raises FetchError."""
+def _fetch_page(client: Client, url: str, meta: dict[str, Any] | None = None,
+                cache: HttpCache | None = None) -> Any:
+    """A `Response` for `url` (through the cache when there is one), or raises FetchError."""
+    from ..components.cache import cached_fetch
     from ..request import Request
     from ..response import Response
 
     request = Request(url, meta=meta)
     _trust_typed(client, url)
-    result = client.fetch(request.method, url, request.headers, request.body)
+    result, _ = cached_fetch(client, cache, request.method, url, request.headers, request.body)
     return Response(result.url, result.status, result.headers, result.body, request)
 
 
@@ -271,19 +309,21 @@ def _describe_request(request: Any, spider: Spider) -> str:
               metavar="NAME", help="The spider method to call with the response.")
 @click.option("--meta", metavar="JSON", help="response.meta for the callback, as a JSON object.")
 @click.option("--pipelines", is_flag=True, help="Also run the spider's pipelines on the items.")
+@cache_option
 @_spider_arg_option
 @_settings_options
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False),
               help="The least severe log records shown (the spider's own logs too).")
 def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipelines: bool,
-          spider_args: tuple[str, ...], overrides: tuple[str, ...], settings_file: str | None,
-          log_level: str) -> None:
+          use_cache: bool, spider_args: tuple[str, ...], overrides: tuple[str, ...],
+          settings_file: str | None, log_level: str) -> None:
     """Fetch URL, call one callback of a spider on it, and print what it yields.
 
     Items are printed as JSON lines (validated against the spider's item_model, if it
     has one); requests as `-> METHOD URL (callback)`. Nothing is crawled further: this
-    is the quick loop for writing a callback. A count goes to stderr.
+    is the quick loop for writing a callback. A count goes to stderr. With --cache the
+    page comes from the HTTP cache when it is there (-s http.cache_only=true: offline).
 
     \b
     Examples:
@@ -306,6 +346,7 @@ def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipe
 
     _check_url(url)
     _setup_logging(log_level)
+    overrides = with_cache(overrides, use_cache)
     meta_dict = _parse_meta(meta)
     with _config_errors():
         spider, loaded = prepare(spider_name, settings_file=settings_file, overrides=overrides,
@@ -319,11 +360,15 @@ def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipe
         _fail(f"spider {spider.name!r} has no callback {callback_name!r} "
               f"(its methods: {', '.join(methods) or 'none'})")
     client = _make_client(loaded)
+    cache = None
     try:
-        response = _fetch_page(client, url, meta_dict)
+        cache = _make_cache(loaded, client)
+        response = _fetch_page(client, url, meta_dict, cache)
     except FetchError as exc:
         _fail(f"cannot fetch {url}: {exc.reason}: {exc}", EXIT_FAILURES)
     finally:
+        if cache is not None:
+            cache.close()
         client.close()
     if response.status >= 300 and response.status not in spider.handle_statuses:
         location = response.headers.get("location")
@@ -390,15 +435,18 @@ Ctrl-D to leave."""
               help="Also load this spider as `spider` (its custom_settings apply).")
 @click.option("-c", "--command", "code", metavar="CODE",
               help="Run CODE instead of the prompt (an expression's value is printed).")
+@cache_option
 @_spider_arg_option
 @_settings_options
-def shell(url: str, spider_name: str | None, code: str | None, spider_args: tuple[str, ...],
-          overrides: tuple[str, ...], settings_file: str | None) -> None:
+def shell(url: str, spider_name: str | None, code: str | None, use_cache: bool,
+          spider_args: tuple[str, ...], overrides: tuple[str, ...],
+          settings_file: str | None) -> None:
     """An interactive Python prompt with `response` for URL and `fetch()` ready.
 
     Try selectors on a live page before putting them in a callback. `fetch(url)` gets
     another page through the same client and rebinds `response`; with --spider,
     `spider` is an instance of that spider (call spider.parse(response) to try it).
+    With --cache, pages come from the HTTP cache when they are there.
 
     \b
     Examples:
@@ -419,6 +467,7 @@ def shell(url: str, spider_name: str | None, code: str | None, spider_args: tupl
 
     _check_url(url)
     _setup_logging("warning")
+    overrides = with_cache(overrides, use_cache)
     spider = None
     with _config_errors():
         if spider_name:
@@ -427,6 +476,11 @@ def shell(url: str, spider_name: str | None, code: str | None, spider_args: tupl
         else:
             loaded = load(Path(settings_file) if settings_file else None, overrides=overrides)
     client = _make_client(loaded)
+    try:
+        cache = _make_cache(loaded, client)
+    except BaseException:
+        client.close()
+        raise
     namespace: dict[str, Any] = {"scraper": scraper, "spider": spider, "Request": Request,
                                  "Response": Response, "response": None}
 
@@ -438,7 +492,7 @@ def shell(url: str, spider_name: str | None, code: str | None, spider_args: tupl
         else:
             address, meta = (current.urljoin(target) if current is not None else target), None
         try:
-            response = _fetch_page(client, address, meta)
+            response = _fetch_page(client, address, meta, cache)
         except FetchError as exc:
             print(f"fetch failed: {exc.reason}: {exc}", file=sys.stderr)
             return None
@@ -463,6 +517,8 @@ def shell(url: str, spider_name: str | None, code: str | None, spider_args: tupl
                                      spider=repr(spider) if spider else "None (use --spider)")
         code_module.interact(banner=banner, local=namespace, exitmsg="")
     finally:
+        if cache is not None:
+            cache.close()
         client.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 BUILT_INS = (
     ("retry", "retry decisions for failed fetches and retryable statuses (tenacity)"),
     ("redirects", "3xx with a Location becomes a new request through the frontier"),
+    ("cache", "http.cache: answers from stored responses (robots.txt and delay skipped)"),
     ("robots", "robots.txt: hosts wait for it, Disallow filters, Crawl-delay paces"),
     ("cookies", "sessions: a cookie jar each (Set-Cookie of every hop), retired when banned"),
     ("auth", "http.auth credentials, sent to their own origin only"),

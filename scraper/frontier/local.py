@@ -37,7 +37,7 @@ STORE_BATCH = 1000
 
 class _Host:
     __slots__ = ("active", "gated", "key", "next_start", "pacing", "plain", "queue",
-                 "robots_request", "scheduled")
+                 "robots_request", "scheduled", "waiting_entry")
 
     def __init__(self, key: str, delay: float) -> None:
         self.key = key
@@ -49,6 +49,7 @@ class _Host:
         self.pacing = HostPacing(delay)
         self.next_start = 0.0
         self.scheduled = False
+        self.waiting_entry = -1  # the sequence number of its live entry in `_waiting`
         self.gated = False  # waiting for robots.txt: only `robots_request` may start
         self.robots_request: Request | None = None
 
@@ -238,7 +239,11 @@ class LocalFrontier:
         if host.next_start <= now:
             self._ready.append(host)
         else:
-            heapq.heappush(self._waiting, (host.next_start, next(self._seq), host))
+            self._wait(host)
+
+    def _wait(self, host: _Host) -> None:
+        host.waiting_entry = next(self._seq)
+        heapq.heappush(self._waiting, (host.next_start, host.waiting_entry, host))
 
     # -- handing out ---------------------------------------------------------------------
 
@@ -267,10 +272,13 @@ class LocalFrontier:
             request = heapq.heappop(self._delayed)[2]
             self._enqueue(request)
         while self._waiting and self._waiting[0][0] <= now:
-            host = heapq.heappop(self._waiting)[2]
+            _, entry, host = heapq.heappop(self._waiting)
+            if entry != host.waiting_entry:
+                continue  # left the heap early (a cache hit): a stale entry
             if host.next_start > now:  # pushed back again (Retry-After) while waiting
-                heapq.heappush(self._waiting, (host.next_start, next(self._seq), host))
+                self._wait(host)
                 break
+            host.waiting_entry = -1
             self._ready.append(host)
 
     def _next_due(self, now: float) -> float | None:
@@ -343,6 +351,9 @@ class LocalFrontier:
                 host.next_start = max(host.next_start, now + pause)
             elif not outcome.fetched:  # answered without the network (a cache hit)
                 host.next_start = min(host.next_start, now)
+                if host.waiting_entry >= 0:  # waiting for a delay this hit did not use
+                    host.waiting_entry = -1
+                    self._ready.append(host)
         if outcome.retry is not None and not self._stopped:
             heapq.heappush(self._delayed, (outcome.retry_at, next(self._seq), outcome.retry))
         if not host.scheduled and self._eligible(host):
