@@ -19,6 +19,7 @@ One `urllib3.PoolManager` serves every worker: `maxsize` = `crawl.per_host` with
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import ipaddress
@@ -33,6 +34,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import tenacity
 import urllib3
@@ -532,6 +534,10 @@ class Client:
             expires = min(expires, self.deadline)
         exchange = Exchange(expires)
         send_headers = {**self._base_headers, **headers} if headers else self._base_headers
+        if "@" in url:
+            authorization = _split_credentials(url)[1]
+            if authorization and not any(k.lower() == "authorization" for k in send_headers):
+                send_headers = {**send_headers, "Authorization": authorization}
         with self._lock:
             self._exchanges.add(exchange)
         _current.exchange = exchange
@@ -567,7 +573,7 @@ class Client:
                 "timeout": timeout, "pool_timeout": remaining, "preload_content": False,
                 "decode_content": True}
             if self._proxied:  # the ProxyManager sets the proxy's headers and target form
-                response = self._pm.urlopen(method, url, **options)
+                response = self._pm.urlopen(method, _split_credentials(url)[0], **options)
             else:
                 pool = self._pm.connection_from_host(*self._pool_key(url))
                 response = pool.urlopen(method, _request_target(url), assert_same_host=False,
@@ -665,6 +671,19 @@ def _timings(exchange: Exchange, started: float, headers_at: float, done: float
         "body": done - headers_at,
         "total": done - started,
     }
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """An absolute URL without its `user:pass@`, and the Basic `Authorization` value those
+    credentials make (None without any): they go to that URL's server only."""
+    start = url.find("//") + 2
+    end = url.find("/", start)
+    at = url.rfind("@", start, end if end >= 0 else len(url))
+    if at < 0:
+        return url, None
+    user, _, password = url[start:at].partition(":")
+    token = base64.b64encode(unquote_to_bytes(user) + b":" + unquote_to_bytes(password))
+    return url[:start] + url[at + 1:], "Basic " + token.decode("ascii")
 
 
 def _request_target(url: str) -> str:

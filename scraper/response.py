@@ -11,13 +11,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urljoin
 
 import charset_normalizer
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .request import Callback, Request
-from .urls import join
+from .urls import BadURL, join, resolve
 
 Node = LexborNode
 
@@ -31,6 +30,8 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _SKIP_SCHEMES = ("javascript:", "mailto:", "data:", "tel:", "#")
+_BASE_TAG = re.compile(rb"<base[\s/>]", re.IGNORECASE)
+_URL_SPACE = "".join(map(chr, range(0x21)))  # what the URL parser strips: C0 and space
 
 
 def _known_codec(name: str | bytes | None) -> str | None:
@@ -74,8 +75,8 @@ class Response:
     by every instance, which made all worker threads queue behind one page's parse.
     """
 
-    __slots__ = ("_encoding", "_text", "_tree_cache", "body", "headers", "request", "status",
-                 "url")
+    __slots__ = ("_base_url", "_encoding", "_text", "_tree_cache", "body", "headers",
+                 "request", "status", "url")
 
     def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes,
                  request: Request) -> None:
@@ -87,6 +88,7 @@ class Response:
         self._encoding: str | None = None
         self._text: str | None = None
         self._tree_cache: LexborHTMLParser | None = None
+        self._base_url: str | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -149,12 +151,33 @@ class Response:
     def css_first(self, selector: str) -> Node | None:
         return self._tree.css_first(selector)
 
-    def urljoin(self, href: str) -> str:
-        """`href` made absolute against this page's URL (unchanged when it is malformed:
-        the scheduler then skips it as a bad URL)."""
+    @property
+    def base_url(self) -> str:
+        """What relative links resolve against: the first `<base href>`, resolved against
+        the page URL, as browsers do; the page URL when there is none (or when it is not a
+        valid URL, or a `data:`/`javascript:` one)."""
+        if self._base_url is None:
+            self._base_url = self._find_base_url()
+        return self._base_url
+
+    def _find_base_url(self) -> str:
+        if self._tree_cache is None and _BASE_TAG.search(self.body) is None:
+            return self.url  # no <base> tag: no need to parse the page for it
+        node = self._tree.css_first("base[href]")
+        if node is None:
+            return self.url
         try:
-            return urljoin(self.url, href.strip())
-        except ValueError:
+            base = join(self.url, node.attributes.get("href") or "")
+        except BadURL:
+            return self.url
+        return self.url if base.startswith(("data:", "javascript:")) else base
+
+    def urljoin(self, href: str) -> str:
+        """`href` made absolute against this page's base URL (`base_url`) as a browser
+        does; unchanged when no URL results (the scheduler then skips it as a bad URL)."""
+        try:
+            return join(self.base_url, href)
+        except BadURL:
             return href
 
     def follow(self, href: str | Node, callback: Callback | None = None,
@@ -169,11 +192,13 @@ class Response:
                    callback: Callback | None = None, **kwargs: Any) -> list[Request]:
         """Requests for every link a CSS selector matches, or for an iterable of links.
 
-        Links that cannot be fetched (`javascript:`, `mailto:`, `data:`, bare fragments,
-        empty) are skipped.
+        Links resolve against `base_url` (so `<base href>` counts) and come out canonical
+        (`scraper.urls.resolve`: fragment dropped, one spelling per page). Links that
+        cannot be fetched (`javascript:`, `mailto:`, `data:`, bare fragments, empty) are
+        skipped.
         """
         items = self.css(css_or_urls) if isinstance(css_or_urls, str) else css_or_urls
-        base = self.url
+        base = self.base_url
         requests = []
         for item in items:
             if isinstance(item, str):
@@ -181,13 +206,13 @@ class Response:
             else:
                 attributes = item.attributes
                 href = attributes.get("href") or attributes.get("src") or ""
-            href = href.strip()
+            href = href.strip(_URL_SPACE)
             if not href or href.lower().startswith(_SKIP_SCHEMES):
                 continue
             try:
-                url = join(base, href)
-            except ValueError:  # e.g. a broken IPv6 literal
-                continue
+                url = resolve(base, href)
+            except BadURL:
+                url = href  # the scheduler counts it as filtered_bad_url
             requests.append(Request(url, callback, **kwargs))
         return requests
 

@@ -72,6 +72,7 @@ class CrawlSettings(_Section):
     max_url_length: int = Field(2083, ge=0)
     max_repeated_segments: int = Field(3, ge=0)
     sort_query: bool = False
+    strip_session_ids: bool = True
 
 
 class HttpSettings(_Section):

@@ -34,7 +34,8 @@ def output(result: Result) -> str:
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     code = ("import scraper.cli, sys; print(sorted(m for m in "
-            "('urllib3','selectolax','rich','pydantic','tenacity') if m in sys.modules))")
+            "('urllib3','selectolax','rich','pydantic','tenacity','ada_url') "
+            "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
@@ -43,8 +44,8 @@ def test_importing_the_cli_loads_no_heavy_library() -> None:
 def test_help_runs_in_a_fresh_process_without_heavy_imports() -> None:
     code = ("import sys; from scraper.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
-            "print(code, sorted(m for m in ('urllib3','selectolax','rich','pydantic') "
-            "if m in sys.modules))")
+            "print(code, sorted(m for m in ('urllib3','selectolax','rich','pydantic',"
+            "'ada_url') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)
     assert "Commands:" in done.stdout
