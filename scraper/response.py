@@ -31,6 +31,7 @@ _BOMS = (
 )
 _SKIP_SCHEMES = ("javascript:", "mailto:", "data:", "tel:", "#")
 _BASE_TAG = re.compile(rb"<base[\s/>]", re.IGNORECASE)
+_SKIP_FIRST = frozenset("jJmMdDtT#")  # the first characters of _SKIP_SCHEMES
 _URL_SPACE = "".join(map(chr, range(0x21)))  # what the URL parser strips: C0 and space
 
 
@@ -161,8 +162,8 @@ class Response:
         return self._base_url
 
     def _find_base_url(self) -> str:
-        if self._tree_cache is None and _BASE_TAG.search(self.body) is None:
-            return self.url  # no <base> tag: no need to parse the page for it
+        if _BASE_TAG.search(self.body) is None:
+            return self.url  # no <base> tag: no tree to build or search
         node = self._tree.css_first("base[href]")
         if node is None:
             return self.url
@@ -206,8 +207,11 @@ class Response:
             else:
                 attributes = item.attributes
                 href = attributes.get("href") or attributes.get("src") or ""
-            href = href.strip(_URL_SPACE)
-            if not href or href.lower().startswith(_SKIP_SCHEMES):
+            if href[:1] <= " " or href[-1:] <= " ":
+                href = href.strip(_URL_SPACE)
+                if not href:
+                    continue
+            if href[0] in _SKIP_FIRST and href.lower().startswith(_SKIP_SCHEMES):
                 continue
             try:
                 url = resolve(base, href)

@@ -57,10 +57,10 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 # ASCII host name (no punycode label to validate, last label not numeric) or a plain dotted
 # quad, an optional port, and a path and query with nothing to escape, decode or drop.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_CANONICAL = re.compile(
-    r"https?://(?:(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*|" + _OCTET + r"(?:\." + _OCTET + r"){3})"
-    r"(?::([1-9][0-9]{0,4}))?"
-    r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]+)?"
+_CANONICAL = re.compile(  # possessive quantifiers: a failed match must not backtrack
+    r"https?://(?:(?:[a-z0-9-]++\.)*+[a-z][a-z0-9-]*+|" + _OCTET + r"(?:\." + _OCTET
+    + r"){3})(?::([1-9][0-9]{0,4}))?"
+    r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*+(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]++)?"
 )
 
 
@@ -179,7 +179,7 @@ def resolve(base: str, href: str, sort_query: bool = False) -> str:
     """
     if href.startswith(("http://", "https://")):
         return canonicalize(href, sort_query)
-    if href.startswith("/") and not href.startswith(("//", "/\\")) \
+    if href[:1] == "/" and href[1:2] not in ("/", "\\") \
             and "\t" not in href and "\n" not in href and "\r" not in href:
         prefix = _origin_prefix(base)
         if prefix is not None:
@@ -187,7 +187,6 @@ def resolve(base: str, href: str, sort_query: bool = False) -> str:
     return _resolve_joined(base, href, sort_query)
 
 
-_SESSION_MARKER = re.compile(r"sid|session", re.IGNORECASE)
 _SESSION_PARAM = re.compile(
     r"(?:jsessionid|phpsessid|sid|sessionid|aspsessionid[a-z]*)(?:=|$)", re.IGNORECASE)
 _PATH_SESSION = re.compile(r";jsessionid=[^/?;]*", re.IGNORECASE)
@@ -196,7 +195,8 @@ _PATH_SESSION = re.compile(r";jsessionid=[^/?;]*", re.IGNORECASE)
 def dedup_key(url: str) -> str:
     """The seen-set key of a canonical URL with session-id parameters removed
     (`crawl.strip_session_ids`): `/a;jsessionid=X?PHPSESSID=Y&id=3` is `/a?id=3`."""
-    if _SESSION_MARKER.search(url) is None:
+    lowered = url.lower()
+    if "sid" not in lowered and "session" not in lowered:  # all the names contain one
         return url
     query_at = url.find("?")
     path = url if query_at < 0 else url[:query_at]
@@ -228,8 +228,10 @@ def looks_like_trap(url: str, max_length: int, max_repeats: int) -> bool:
 
 def _host_port(url: str) -> str:
     """`host[:port]` of a canonical URL, credentials left out."""
-    netloc = url[url.index("://") + 3:].split("/", 1)[0]
-    return netloc.rpartition("@")[2]
+    start = url.index("://") + 3
+    end = url.find("/", start)
+    netloc = url[start:end] if end >= 0 else url[start:]
+    return netloc.rpartition("@")[2] if "@" in netloc else netloc
 
 
 def origin(url: str) -> str:
@@ -244,10 +246,15 @@ def origin(url: str) -> str:
 def canonical_host(url: str) -> str:
     """The host of a canonical URL (as `canonicalize` returns), by string slicing: this
     runs for every link found, and parsing would cost several times as much."""
-    host_port = _host_port(url)
-    if host_port.startswith("["):
-        return host_port[1:host_port.index("]")]
-    return host_port.rsplit(":", 1)[0] if ":" in host_port else host_port
+    start = url.index("://") + 3
+    end = url.find("/", start)
+    netloc = url[start:end] if end >= 0 else url[start:]
+    if "@" in netloc:
+        netloc = netloc.rpartition("@")[2]
+    if netloc[:1] == "[":
+        return netloc[1:netloc.index("]")]
+    colon = netloc.find(":")
+    return netloc if colon < 0 else netloc[:colon]
 
 
 def hostname(url: str) -> str:
