@@ -434,3 +434,32 @@ def test_root_relative_shortcut_agrees_with_the_full_join(href: str, base: str) 
     except BadURL:
         full = None
     assert fast == full
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+
+def test_a_link_or_redirect_with_a_query_after_the_host_fetches_the_root(server: Any) -> None:
+    from conftest import crawl, link_spider
+
+    origin_url = server.url("/").rstrip("/")
+    server.add_page("/", [f"{origin_url}?next=/secret", "/moved"])
+    server.add_redirect("/moved", f"{origin_url}?next=/secret2")
+    server.add_page("/secret")
+    server.add_page("/secret2")
+    crawl(link_spider(server.url("/")))
+    targets = {r.path for r in server.requests}
+    assert "/?next=/secret" in targets and "/?next=/secret2" in targets
+    assert "/secret" not in targets and "/secret2" not in targets
+
+
+def test_the_fetch_command_parses_urls_as_the_crawler_does(server: Any) -> None:
+    from click.testing import CliRunner
+
+    from scraper.cli import main
+
+    server.add_page("/")
+    url = server.url("/").rstrip("/") + "?next=/secret"
+    result = CliRunner().invoke(main, ["fetch", url])
+    assert result.exit_code == 0, result.output
+    assert [r.path for r in server.requests] == ["/?next=/secret"]

@@ -33,13 +33,14 @@ if TYPE_CHECKING:
 
 
 def _check_url(url: str) -> str:
-    from urllib.parse import urlsplit
+    """The URL as the crawler would fetch it (WHATWG-parsed, canonical)."""
+    from ..urls import BadURL, canonicalize
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(f"expected an http:// or https:// URL, got {url!r}",
-                                 param_hint="URL")
-    return url
+    try:
+        return canonicalize(url)
+    except BadURL as exc:
+        raise click.BadParameter(f"expected an http:// or https:// URL, got {url!r} ({exc})",
+                                 param_hint="URL") from None
 
 
 def _make_client(loaded: LoadedSettings) -> Client:
@@ -100,9 +101,8 @@ def _preview(result: FetchResult, url: str, limit: int) -> list[str]:
 
 def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | None,
                   preview: int) -> tuple[list[str], dict[str, Any]]:
-    from urllib.parse import urljoin
-
     from ..logs import redact
+    from ..urls import BadURL, join
 
     timings = {phase: round(seconds * 1000, 2) for phase, seconds in result.timings.items()}
     lines = [
@@ -121,7 +121,10 @@ def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | N
     }
     location = result.headers.get("location")
     if 300 <= result.status < 400 and location:
-        target = urljoin(url, location)
+        try:
+            target = join(url, location)
+        except BadURL:
+            target = location
         lines.append(f"redirect: {target} (not followed; fetch it next)")
         report["location"] = target
     encoding = result.headers.get("content-encoding")
@@ -176,8 +179,7 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
     from ..logs import redact
     from ..settings import load
 
-    for url in urls:
-        _check_url(url)
+    urls = tuple(_check_url(url) for url in urls)
     headers = _parse_headers(header_pairs)
     _setup_logging("warning")
     with _config_errors():
@@ -294,7 +296,7 @@ def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipe
     from ..items import pipeline_steps
     from ..testing import run_callback
 
-    _check_url(url)
+    url = _check_url(url)
     _setup_logging(log_level)
     meta_dict = _parse_meta(meta)
     with _config_errors():
@@ -407,7 +409,7 @@ def shell(url: str, spider_name: str | None, code: str | None, spider_args: tupl
     from ..response import Response
     from ..settings import load
 
-    _check_url(url)
+    url = _check_url(url)
     _setup_logging("warning")
     spider = None
     with _config_errors():
