@@ -22,6 +22,7 @@ One `urllib3.PoolManager` serves every worker: `maxsize` = `crawl.per_host` with
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import itertools
@@ -38,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import tenacity
 import urllib3
@@ -608,6 +609,10 @@ class Client:
             expires = min(expires, self.deadline)
         exchange = Exchange(expires)
         send_headers = {**self._base_headers, **headers} if headers else self._base_headers
+        if "@" in url:
+            authorization = _split_credentials(url)[1]
+            if authorization and not any(k.lower() == "authorization" for k in send_headers):
+                send_headers = {**send_headers, "Authorization": authorization}
         with self._lock:
             self._exchanges.add(exchange)
         _current.exchange = exchange
@@ -645,7 +650,7 @@ class Client:
                 "decode_content": True}
             if manager is not None:  # the ProxyManager sets the proxy's headers and target
                 self._check_proxied_target(url, timeout.connect_timeout)
-                response = manager.urlopen(method, url, **options)
+                response = manager.urlopen(method, _split_credentials(url)[0], **options)
                 if response.status == 407:
                     raise ProxyFailure("the proxy wants credentials (407 Proxy Authentication "
                                        "Required)", url, reason="proxy_auth", retryable=False)
@@ -761,6 +766,19 @@ def _timings(exchange: Exchange, started: float, headers_at: float, done: float
         "body": done - headers_at,
         "total": done - started,
     }
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """An absolute URL without its `user:pass@`, and the Basic `Authorization` value those
+    credentials make (None without any): they go to that URL's server only."""
+    start = url.find("//") + 2
+    end = url.find("/", start)
+    at = url.rfind("@", start, end if end >= 0 else len(url))
+    if at < 0:
+        return url, None
+    user, _, password = url[start:at].partition(":")
+    token = base64.b64encode(unquote_to_bytes(user) + b":" + unquote_to_bytes(password))
+    return url[:start] + url[at + 1:], "Basic " + token.decode("ascii")
 
 
 def _request_target(url: str) -> str:

@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import urljoin
 
 import charset_normalizer
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -20,7 +19,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from . import forms
 from .errors import FormError
 from .request import Callback, Request
-from .urls import join
+from .urls import BadURL, join, resolve
 
 if TYPE_CHECKING:
     from parsel import Selector, SelectorList
@@ -38,6 +37,9 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _SKIP_SCHEMES = ("javascript:", "mailto:", "data:", "tel:", "#")
+_BASE_TAG = re.compile(rb"<base[\s/>]", re.IGNORECASE)
+_SKIP_FIRST = frozenset("jJmMdDtT#")  # the first characters of _SKIP_SCHEMES
+_URL_SPACE = "".join(map(chr, range(0x21)))  # what the URL parser strips: C0 and space
 
 
 def _known_codec(name: str | bytes | None) -> str | None:
@@ -81,8 +83,8 @@ class Response:
     by every instance, which made all worker threads queue behind one page's parse.
     """
 
-    __slots__ = ("_encoding", "_selector_cache", "_text", "_tree_cache", "body", "headers",
-                 "request", "session", "status", "url")
+    __slots__ = ("_base_url", "_encoding", "_selector_cache", "_text", "_tree_cache", "body",
+                 "headers", "request", "session", "status", "url")
 
     def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes,
                  request: Request) -> None:
@@ -95,6 +97,7 @@ class Response:
         self._text: str | None = None
         self._tree_cache: LexborHTMLParser | None = None
         self._selector_cache: Selector | None = None
+        self._base_url: str | None = None
         # The session that fetched the page (`.name`, `.retire()`, `.cookies`), set by the
         # cookies component; None when it is off.
         self.session: Any = None
@@ -176,12 +179,33 @@ class Response:
             self._selector_cache = selector
         return selector.xpath(query, **variables)
 
-    def urljoin(self, href: str) -> str:
-        """`href` made absolute against this page's URL (unchanged when it is malformed:
-        the scheduler then skips it as a bad URL)."""
+    @property
+    def base_url(self) -> str:
+        """What relative links resolve against: the first `<base href>`, resolved against
+        the page URL, as browsers do; the page URL when there is none (or when it is not a
+        valid URL, or a `data:`/`javascript:` one)."""
+        if self._base_url is None:
+            self._base_url = self._find_base_url()
+        return self._base_url
+
+    def _find_base_url(self) -> str:
+        if _BASE_TAG.search(self.body) is None:
+            return self.url  # no <base> tag: no tree to build or search
+        node = self._tree.css_first("base[href]")
+        if node is None:
+            return self.url
         try:
-            return urljoin(self.url, href.strip())
-        except ValueError:
+            base = join(self.url, node.attributes.get("href") or "")
+        except BadURL:
+            return self.url
+        return self.url if base.startswith(("data:", "javascript:")) else base
+
+    def urljoin(self, href: str) -> str:
+        """`href` made absolute against this page's base URL (`base_url`) as a browser
+        does; unchanged when no URL results (the scheduler then skips it as a bad URL)."""
+        try:
+            return join(self.base_url, href)
+        except BadURL:
             return href
 
     def follow(self, href: Link, callback: Callback | None = None,
@@ -197,8 +221,10 @@ class Response:
         (`xpath="//a/@href"`), or for an iterable of links (URLs, nodes, or what
         `xpath()` returned).
 
-        Links that cannot be fetched (`javascript:`, `mailto:`, `data:`, bare fragments,
-        empty) are skipped.
+        Links resolve against `base_url` (so `<base href>` counts) and come out canonical
+        (`scraper.urls.resolve`: fragment dropped, one spelling per page). Links that
+        cannot be fetched (`javascript:`, `mailto:`, `data:`, bare fragments, empty) are
+        skipped.
         """
         if xpath is not None:
             if css_or_urls is not None:
@@ -210,16 +236,20 @@ class Response:
             raise TypeError("follow_all: give a CSS selector, xpath= or links")
         else:
             items = css_or_urls
-        base = self.url
+        base = self.base_url
         requests = []
         for item in items:
-            href = _href(item).strip()
-            if not href or href.lower().startswith(_SKIP_SCHEMES):
+            href = item if isinstance(item, str) else _href(item)
+            if href[:1] <= " " or href[-1:] <= " ":
+                href = href.strip(_URL_SPACE)
+                if not href:
+                    continue
+            if href[0] in _SKIP_FIRST and href.lower().startswith(_SKIP_SCHEMES):
                 continue
             try:
-                url = join(base, href)
-            except ValueError:  # e.g. a broken IPv6 literal
-                continue
+                url = resolve(base, href)
+            except BadURL:
+                url = href  # the scheduler counts it as filtered_bad_url
             requests.append(Request(url, callback, **kwargs))
         return requests
 

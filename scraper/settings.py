@@ -114,6 +114,7 @@ class CrawlSettings(_Section):
     stop_if_no_items_for: Duration = 0.0
     middlewares: list[str] = Field(default_factory=list)
     disable: list[str] = Field(default_factory=list)
+    strip_session_ids: bool = True
 
 
 class HttpSettings(_Section):

@@ -34,7 +34,7 @@ def output(result: Result) -> str:
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     code = ("import scraper.cli, sys; print(sorted(m for m in "
-            "('urllib3','selectolax','rich','pydantic','tenacity','parsel','lxml') "
+            "('urllib3','selectolax','rich','pydantic','tenacity','parsel','lxml','ada_url') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)
@@ -45,7 +45,7 @@ def test_help_runs_in_a_fresh_process_without_heavy_imports() -> None:
     code = ("import sys; from scraper.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit as e:\n    code = e.code\n"
             "print(code, sorted(m for m in ('urllib3','selectolax','rich','pydantic',"
-            "'parsel','lxml') "
+            "'parsel','lxml','ada_url') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)

@@ -49,13 +49,14 @@ def with_cache(overrides: tuple[str, ...], use_cache: bool) -> tuple[str, ...]:
 
 
 def _check_url(url: str) -> str:
-    from urllib.parse import urlsplit
+    """The URL as the crawler would fetch it (WHATWG-parsed, canonical)."""
+    from ..urls import BadURL, canonicalize
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(f"expected an http:// or https:// URL, got {url!r}",
-                                 param_hint="URL")
-    return url
+    try:
+        return canonicalize(url)
+    except BadURL as exc:
+        raise click.BadParameter(f"expected an http:// or https:// URL, got {url!r} ({exc})",
+                                 param_hint="URL") from None
 
 
 def _make_client(loaded: LoadedSettings) -> Client:
@@ -130,9 +131,8 @@ def _preview(result: FetchResult, url: str, limit: int) -> list[str]:
 
 def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | None,
                   preview: int, source: str | None = None) -> tuple[list[str], dict[str, Any]]:
-    from urllib.parse import urljoin
-
     from ..logs import redact
+    from ..urls import BadURL, join
 
     timings = {phase: round(seconds * 1000, 2) for phase, seconds in result.timings.items()}
     lines = [
@@ -154,7 +154,10 @@ def _fetch_report(method: str, url: str, result: FetchResult, body_note: str | N
         report["cache"] = source
     location = result.headers.get("location")
     if 300 <= result.status < 400 and location:
-        target = urljoin(url, location)
+        try:
+            target = join(url, location)
+        except BadURL:
+            target = location
         lines.append(f"redirect: {target} (not followed; fetch it next)")
         report["location"] = target
     encoding = result.headers.get("content-encoding")
@@ -214,8 +217,7 @@ def fetch(urls: tuple[str, ...], method: str, header_pairs: tuple[str, ...],
     from ..settings import load
 
     overrides = with_cache(overrides, use_cache)
-    for url in urls:
-        _check_url(url)
+    urls = tuple(_check_url(url) for url in urls)
     headers = _parse_headers(header_pairs)
     _setup_logging("warning")
     with _config_errors():
@@ -344,7 +346,7 @@ def parse(url: str, spider_name: str, callback_name: str, meta: str | None, pipe
     from ..items import pipeline_steps
     from ..testing import run_callback
 
-    _check_url(url)
+    url = _check_url(url)
     _setup_logging(log_level)
     overrides = with_cache(overrides, use_cache)
     meta_dict = _parse_meta(meta)
@@ -465,7 +467,7 @@ def shell(url: str, spider_name: str | None, code: str | None, use_cache: bool,
     from ..response import Response
     from ..settings import load
 
-    _check_url(url)
+    url = _check_url(url)
     _setup_logging("warning")
     overrides = with_cache(overrides, use_cache)
     spider = None

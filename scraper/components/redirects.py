@@ -5,12 +5,10 @@ fail; credentials are not carried to another origin (scheme, host or port); 303 
 
 from __future__ import annotations
 
-from urllib.parse import urljoin
-
 from ..errors import RedirectError
 from ..settings import Settings, origin_key
 from ..stats import Stats
-from ..urls import BadURL, canonicalize
+from ..urls import BadURL, resolve
 from .base import Component, Context
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -22,6 +20,7 @@ class RedirectComponent(Component):
 
     def __init__(self, settings: Settings, stats: Stats) -> None:
         self._max_redirects = settings.http.max_redirects
+        self._sort_query = settings.crawl.sort_query
         self._stats = stats
 
     def on_response(self, ctx: Context) -> None:
@@ -35,7 +34,7 @@ class RedirectComponent(Component):
         chain = (*request.redirect_chain, request.url)
         location = response.headers["location"]
         try:
-            target = canonicalize(urljoin(response.url, location))
+            target = resolve(response.url, location, self._sort_query)
         except BadURL as exc:
             ctx.failure = RedirectError(f"bad Location {location!r}: {exc}", request.url)
             return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from urllib.parse import urljoin
 
 from ..client import Client, FetchResult
 from ..errors import BlockedAddress, FetchError, StatusError
@@ -19,7 +18,7 @@ from ..frontier import ROBOTS_META, Frontier
 from ..robots import RobotsPolicy, policy_from_response, robots_url
 from ..settings import Settings
 from ..stats import Stats
-from ..urls import origin
+from ..urls import BadURL, origin, resolve
 from .base import Component, Context
 from .redirects import REDIRECT_STATUSES
 from .retries import RetryComponent
@@ -87,7 +86,10 @@ class RobotsComponent(Component):
                     else (None, b"")
             location = result.headers.get("location")
             if result.status in REDIRECT_STATUSES and location:
-                url = urljoin(url, location)
+                try:
+                    url = resolve(url, location)
+                except BadURL:
+                    return None, b""
                 continue
             return result.status, result.body
         return None, b""

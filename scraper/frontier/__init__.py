@@ -59,5 +59,6 @@ def open_frontier(settings: Settings, spider: Any, stats: Stats,
     if backend == "sqlite" and store is None:
         raise ConfigError("frontier.backend = 'sqlite' needs frontier.jobdir (--jobdir)")
     if store is not None:
+        store.strip_session_ids = options.strip_session_ids
         return LocalFrontier(options, stats, StoreBacking(store))
-    return LocalFrontier(options, stats, MemoryBacking())
+    return LocalFrontier(options, stats, MemoryBacking(options.strip_session_ids))

@@ -67,6 +67,7 @@ class FrontierOptions:
     max_repeated_segments: int = 0
     autothrottle_target: float = 0.0  # 0: autothrottle off
     autothrottle_max_delay: float = 60.0
+    strip_session_ids: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, allowed_domains: Iterable[str]) -> FrontierOptions:
@@ -85,6 +86,7 @@ class FrontierOptions:
             max_repeated_segments=crawl.max_repeated_segments,
             autothrottle_target=crawl.autothrottle_target if crawl.autothrottle else 0.0,
             autothrottle_max_delay=crawl.autothrottle_max_delay,
+            strip_session_ids=crawl.strip_session_ids,
         )
 
 

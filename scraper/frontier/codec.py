@@ -9,14 +9,17 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..request import Request
+from ..urls import dedup_key
 
 
-def fingerprint(request: Request) -> str:
-    """The dedup key: the canonical URL for GET, else method, URL and a body digest."""
+def fingerprint(request: Request, strip_session_ids: bool = True) -> str:
+    """The dedup key: the canonical URL for GET, else method, URL and a body digest;
+    session-id parameters left out (`crawl.strip_session_ids`, see `urls.dedup_key`)."""
+    url = dedup_key(request.url) if strip_session_ids else request.url
     if request.method == "GET" and not request.body:
-        return request.url
+        return url
     digest = hashlib.sha1(request.body or b"").hexdigest()
-    return f"{request.method} {request.url} {digest}"
+    return f"{request.method} {url} {digest}"
 
 
 def _callback_name(spider: Any, callback: Any, what: str, url: str) -> str | None:

@@ -53,6 +53,7 @@ class JobStore:
     def __init__(self, directory: str | Path, spider: Any, *, incremental: bool = False) -> None:
         self.directory = Path(directory)
         self.incremental = incremental  # keep only items whose fingerprint is new
+        self.strip_session_ids = True  # dedup keys without session ids (the frontier sets it)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -134,7 +135,7 @@ class JobStore:
             if not request.dont_filter:
                 inserted = self._db.execute(
                     "INSERT OR IGNORE INTO seen (fingerprint) VALUES (?)",
-                    (fingerprint(request),),
+                    (fingerprint(request, self.strip_session_ids),),
                 ).rowcount
                 if not inserted:
                     duplicates += 1

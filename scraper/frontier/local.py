@@ -87,15 +87,15 @@ class Backing(Protocol):
 class MemoryBacking:
     durable = False
 
-    def __init__(self) -> None:
+    def __init__(self, strip_session_ids: bool = True) -> None:
         self._seen: set[str] = set()
+        self._strip = strip_session_ids
 
     def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
         fresh: list[Request] = []
         seen = self._seen
         for request in requests:
-            key = request.url if request.method == "GET" and not request.body \
-                else fingerprint(request)
+            key = fingerprint(request, self._strip)
             if key in seen and not request.dont_filter:
                 continue
             seen.add(key)

@@ -218,22 +218,23 @@ class RedisFrontier:
     def _add_args(self, requests: Iterable[Request]) -> tuple[list[Any] | None, list[str], int]:
         """The ADD script's arguments for the requests not sent before by this process:
         (args or None, their fingerprints, duplicates dropped here)."""
-        accepted, keys, local_duplicates = [], [], 0
+        accepted: list[tuple[Request, str]] = []
+        keys, local_duplicates = [], 0
         sent = self._sent
         for request in self._admission.admit(requests):
+            key = ""  # dont_filter: no dedup
             if not request.dont_filter:
-                key = fingerprint(request)
+                key = fingerprint(request, self._options.strip_session_ids)
                 if key in sent:
                     local_duplicates += 1
                     continue
                 keys.append(key)
-            accepted.append(request)
+            accepted.append((request, key))
         if not accepted:
             return None, keys, local_duplicates
         args: list[Any] = [self._now_ms(), self._options.per_host]
-        for request in accepted:
-            args += ["" if request.dont_filter else fingerprint(request),
-                     origin(request.url), self._encode(request), request.priority]
+        for request, key in accepted:
+            args += [key, origin(request.url), self._encode(request), request.priority]
         return args, keys, local_duplicates
 
     def _sent_now(self, keys: list[str], duplicates: int) -> None:
