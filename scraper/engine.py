@@ -277,7 +277,7 @@ class Engine:
             self.fatal(exc)
         if kept:
             self._last_item_at = time.monotonic()
-            self.supervisor.items_added()
+        self.supervisor.request_done()
 
     def _release(self, request: Request) -> None:
         assert self.frontier is not None

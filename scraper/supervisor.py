@@ -138,10 +138,12 @@ class Supervisor:
                         crawl.stop_if_no_items_for)
             self.halt("no_items", cancel=False)
 
-    def items_added(self) -> None:
-        """A worker kept items: a stop condition may have been reached."""
-        if self._engine.settings.crawl.max_items:
-            self._wake.set()
+    def request_done(self) -> None:
+        """A worker finished a request: `crawl.max_items` / `crawl.max_errors` are checked
+        at once (between two requests, not at the next tick of this thread)."""
+        crawl = self._engine.settings.crawl
+        if (crawl.max_items or crawl.max_errors) and self.finish_reason is None:
+            self._check_stop_conditions(time.monotonic())
 
     def _in_flight(self) -> int:
         try:
