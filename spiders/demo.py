@@ -1,24 +1,8 @@
-"""The demo spider: crawls the bundled demo catalogue (`scraper demo` serves it)."""
+"""The demo spider (`scraper crawl demo`), the one `scraper demo` runs: shipped in the
+package (`scraper.demo`), so it works wherever scraper is installed."""
 
-from scraper import Spider
+from scraper.demo import demo_spider
 
 
-class DemoCatalogue(Spider):
+class DemoCatalogue(demo_spider()):  # type: ignore[misc]
     name = "demo"
-    start_urls = ["http://127.0.0.1:8000/"]
-
-    def __init__(self, base_url: str | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        if base_url:
-            self.start_urls = [base_url]
-
-    def parse(self, response):
-        product = response.css_first("article.product")
-        if product:
-            yield {
-                "url": response.url,
-                "name": product.css_first("h1").text(),
-                "price": float(product.css_first("p.price").text()),
-                "sku": product.attributes["data-sku"],
-            }
-        yield from response.follow_all("a[href]")
