@@ -112,6 +112,7 @@ def test_delay_spaces_request_starts(server: FaultServer, backend: dict[str, Any
     assert result.stats["pages"] == 5
     gaps = start_gaps(server)
     assert len(gaps) == 4
+    print(gaps)
     assert min(gaps) >= 0.18  # handed out 0.2 s apart; a few ms of transit either side
 
 
