@@ -112,8 +112,10 @@ def test_delay_spaces_request_starts(server: FaultServer, backend: dict[str, Any
     assert result.stats["pages"] == 5
     gaps = start_gaps(server)
     assert len(gaps) == 4
-    print(gaps)
-    assert min(gaps) >= 0.18  # handed out 0.2 s apart; a few ms of transit either side
+    # Handed out 0.2 s apart; the way to the server takes some milliseconds more or less
+    # for each request (more on a busy machine).
+    assert min(gaps) >= 0.15
+    assert sum(gaps) / len(gaps) >= 0.19
 
 
 def test_retry_after_pauses_the_host(server: FaultServer, backend: dict[str, Any]) -> None:
