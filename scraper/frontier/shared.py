@@ -4,7 +4,8 @@ Every key of a crawl lives under `scraper:{name}:`. Lua scripts make each step a
 so no request is handed out twice and none is lost, and the per-host limits hold for
 the whole crawl rather than per process:
 
-- `q:{origin}` (sorted set): the origin's queued requests, highest priority first;
+- `q:{origin}` (sorted set): the origin's queued first attempts, highest priority first;
+  `f:{origin}`: its retries and redirect hops (taken first, and after `crawl.max_pages`);
   `ready` (sorted set): origins with work and a free slot, scored by their next start
   time (ms); `next` / `active` / `delay` (hashes): per-origin next start, requests in
   flight, delay between starts. `crawl.per_host` and `crawl.delay` (and robots.txt
@@ -46,7 +47,17 @@ log = logging.getLogger(__name__)
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
 SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
 
-_ADD = """
+# A payload starts with '1' when it counts against crawl.max_pages (a first attempt): it
+# goes to the origin's `q:` queue. Retries and redirect hops ('0') go to its `f:` queue,
+# taken first, and still taken once the budget is spent; `free` counts them.
+_QUEUE_OF = """
+local function queue_of(p, host, payload)
+  if string.sub(payload, 1, 1) == '1' then return p .. 'q:' .. host end
+  return p .. 'f:' .. host
+end
+"""
+
+_ADD = _QUEUE_OF + """
 -- KEYS: none (prefix in ARGV[1]); ARGV: prefix, now_ms, per_host, then triples
 -- (fingerprint or '', origin, payload, priority)
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -55,8 +66,10 @@ for i = 4, #ARGV, 4 do
   local fp, host, payload, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if fp == '' or redis.call('SADD', p .. 'seen', fp) == 1 then
     local seq = redis.call('INCR', p .. 'seq')
-    redis.call('ZADD', p .. 'q:' .. host, -priority * 4294967296 + seq, seq .. '|' .. payload)
+    local queue = queue_of(p, host, payload)
+    redis.call('ZADD', queue, -priority * 4294967296 + seq, seq .. '|' .. payload)
     redis.call('INCR', p .. 'queued')
+    if string.sub(payload, 1, 1) ~= '1' then redis.call('INCR', p .. 'free') end
     queued = queued + 1
     local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
     if active < per_host then
@@ -72,19 +85,24 @@ return {queued, duplicates}
 
 _TAKE = """
 -- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages
--- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
+-- Once crawl.max_pages first attempts have started, only `f:` queues are taken from.
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local default_delay, expiry, owner = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local max_pages = tonumber(ARGV[7])
-if max_pages > 0 and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages then
-  return {false, false, tonumber(redis.call('GET', p .. 'queued') or '0'),
-          redis.call('ZCARD', p .. 'leases'), 1}
-end
+local spent = max_pages > 0 and
+  tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages
 local hosts = redis.call('ZRANGEBYSCORE', p .. 'ready', '-inf', now, 'LIMIT', 0, 20)
 for _, host in ipairs(hosts) do
   local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
   local popped = nil
-  if active < per_host then popped = redis.call('ZPOPMIN', p .. 'q:' .. host) end
+  if active < per_host then
+    popped = redis.call('ZPOPMIN', p .. 'f:' .. host)
+    if popped[1] then
+      redis.call('DECR', p .. 'free')
+    elseif not spent then
+      popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
+    end
+  end
   if popped and popped[1] then
     active = redis.call('HINCRBY', p .. 'active', host, 1)
     redis.call('DECR', p .. 'queued')
@@ -95,7 +113,9 @@ for _, host in ipairs(hosts) do
     redis.call('HSET', p .. 'lease', id, popped[1])
     redis.call('HSET', p .. 'lease_host', id, host)
     redis.call('HSET', p .. 'lease_owner', id, owner)
-    if active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
+    local left = redis.call('ZCARD', p .. 'f:' .. host)
+    if not spent then left = left + redis.call('ZCARD', p .. 'q:' .. host) end
+    if active >= per_host or left == 0 then
       redis.call('ZREM', p .. 'ready', host)
     else
       redis.call('ZADD', p .. 'ready', now + delay, host)
@@ -109,7 +129,8 @@ end
 local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
 local due = first[2] or false
 local queued = tonumber(redis.call('GET', p .. 'queued') or '0')
-return {false, due, queued, redis.call('ZCARD', p .. 'leases'), 0}
+return {false, due, queued, redis.call('ZCARD', p .. 'leases'), spent and 1 or 0,
+        tonumber(redis.call('GET', p .. 'free') or '0')}
 """
 
 _ACK = """
@@ -128,8 +149,9 @@ redis.call('HDEL', p .. 'lease_owner', id)
 local active = redis.call('HINCRBY', p .. 'active', host, -1)
 if retry ~= '' then
   local seq = redis.call('INCR', p .. 'seq')
-  redis.call('ZADD', p .. 'q:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
+  redis.call('ZADD', p .. 'f:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
   redis.call('INCR', p .. 'queued')
+  redis.call('INCR', p .. 'free')
 end
 if delay >= 0 then redis.call('HSET', p .. 'delay', host, delay) end
 local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
@@ -137,7 +159,8 @@ if pause_until > nxt then
   nxt = pause_until
   redis.call('HSET', p .. 'next', host, nxt)
 end
-if active < per_host and redis.call('ZCARD', p .. 'q:' .. host) > 0 then
+if active < per_host and redis.call('ZCARD', p .. 'q:' .. host)
+    + redis.call('ZCARD', p .. 'f:' .. host) > 0 then
   redis.call('ZADD', p .. 'ready', nxt, host)
 end
 for i = 10, 9 + n_items do
@@ -158,15 +181,21 @@ _RETURN_LEASE = """
   redis.call('HDEL', p .. 'lease_owner', id)
   if host then
     local active = redis.call('HINCRBY', p .. 'active', host, -1)
-    redis.call('ZADD', p .. 'q:' .. host, 0, member)
+    local payload = string.sub(member, string.find(member, '|', 1, true) + 1)
+    redis.call('ZADD', queue_of(p, host, payload), 0, member)
     redis.call('INCR', p .. 'queued')
+    if string.sub(payload, 1, 1) == '1' then
+      redis.call('DECR', p .. 'started')  -- not done: it may start again within the budget
+    else
+      redis.call('INCR', p .. 'free')
+    end
     if active < per_host then
       local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
       redis.call('ZADD', p .. 'ready', nxt, host)
     end
 """
 
-_RELEASE = """
+_RELEASE = _QUEUE_OF + """
 -- A request cancelled by a stop goes back to its queue now, for another process or run.
 local p, per_host, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 """ + _RETURN_LEASE + """
@@ -174,7 +203,7 @@ local p, per_host, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 return 1
 """
 
-_REAP = """
+_REAP = _QUEUE_OF + """
 -- Return expired leases (their process died or stalled) to their queues.
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
@@ -310,10 +339,11 @@ class RedisFrontier:
                     self._held.add(lease_id)
                     self._in_flight += 1
                 return request
-            _, due, queued, leases, exhausted = reply
+            _, due, queued, leases, exhausted, free = reply
             with self._lock:
                 in_flight = self._in_flight
-            if in_flight == 0 and (int(exhausted) or (int(queued) == 0 and int(leases) == 0)):
+            if in_flight == 0 and int(leases) == 0 and (
+                    int(queued) == 0 or (int(exhausted) and int(free) == 0)):
                 self._exhausted = bool(int(exhausted)) and int(queued) > 0
                 self._finish_crawl()
                 return None
