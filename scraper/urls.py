@@ -60,6 +60,8 @@ def _already_canonical(url: str, sort_query: bool) -> bool:
     if path <= start or not url.isascii() or _NOT_PLAIN.search(url):
         return False
     netloc = url[start:path]
+    if "?" in netloc:  # the query starts before any path: `http://host?q/` has no path
+        return False
     if (not netloc.islower() and netloc.lower() != netloc) or netloc.endswith(default_port):
         return False
     if netloc.count(":") > 1 or netloc.endswith(":") or netloc.startswith(":"):
