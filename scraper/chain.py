@@ -177,5 +177,11 @@ class Chain:
             component.on_done(ctx)
 
     def close(self) -> None:
+        """Close every component, whatever one of them raises (logged: a session that
+        cannot be saved must not keep the frontier or the outputs from closing)."""
         for component in self.components:
-            component.close()
+            try:
+                component.close()
+            except Exception as exc:
+                log.error("closing component %s: %s", component.name, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))

@@ -144,8 +144,16 @@ class _File:
             os.replace(self.part, self.path)
 
     def abort(self) -> None:
-        """Close, leaving the `.part` file; the final file is untouched."""
-        if self._raw is not None:
+        """Close, leaving the `.part` file with what was written so far (flushed: it stays
+        readable, up to the last whole item the disk took); the final file is untouched."""
+        if self._raw is None or self._raw.closed:
+            return
+        try:
+            self._text.flush()
+            if self._stream is not self._raw:
+                self._stream.flush()  # a compressed stream: what it holds, still readable
+            self._raw.flush()
+        finally:
             self._raw.close()
 
 

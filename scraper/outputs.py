@@ -36,6 +36,8 @@ class ItemSink:
                 try:
                     written = output.write(item) and written
                 except OSError as exc:
+                    # Not finalised as if complete: the part file keeps what was written.
+                    self._abort(output)
                     raise OutputError(f"output {output.target}", exc) from exc
             if not written:
                 return  # outputs already finalised (hard stop): the items came too late
@@ -66,10 +68,19 @@ class ItemSink:
                 error = exc if isinstance(exc, OutputError) else \
                     OutputError(f"output {output.target}", exc)
                 log.error("cannot finalise %s", error)
-                output.abort()
+                self._abort(output)
                 errors.append(error)
         return errors
 
     def abort(self) -> None:
         for output in self.outputs:
+            self._abort(output)
+
+    @staticmethod
+    def _abort(output: Exporter) -> None:
+        """Close without finalising; a close that fails too (its buffer cannot be flushed
+        to a full disk) has already been reported."""
+        try:
             output.abort()
+        except OSError as exc:
+            log.debug("closing %s: %s", output.target, exc)

@@ -36,12 +36,15 @@ STORE_BATCH = 1000
 
 
 class _Host:
-    __slots__ = ("active", "gated", "key", "next_start", "pacing", "plain", "queue",
+    __slots__ = ("active", "free", "gated", "key", "next_start", "pacing", "plain", "queue",
                  "robots_request", "scheduled", "waiting_entry")
 
     def __init__(self, key: str, delay: float) -> None:
         self.key = key
         self.queue: list[tuple[int, int, Request]] = []
+        # Retries and redirect hops: they do not use `crawl.max_pages`, so they still run
+        # once the budget is spent; taken before new pages (work already started).
+        self.free: list[tuple[int, int, Request]] = []
         # Plain requests (a GET of a URL, nothing else set: most followed links) are kept
         # as bare URL strings, by depth, shallowest first: a fifth of a Request's memory.
         self.plain: dict[int, deque[str]] = {}
@@ -52,6 +55,11 @@ class _Host:
         self.waiting_entry = -1  # the sequence number of its live entry in `_waiting`
         self.gated = False  # waiting for robots.txt: only `robots_request` may start
         self.robots_request: Request | None = None
+
+
+def _uses_budget(request: Request) -> bool:
+    """A first attempt, not a redirect's hop: it counts against `crawl.max_pages`."""
+    return request.attempt == 1 and not request.redirect_chain
 
 
 def _is_plain(request: Request) -> bool:
@@ -166,6 +174,7 @@ class LocalFrontier:
         self._delayed: list[tuple[float, int, Request]] = []
         self._seq = itertools.count()
         self._queued = 0
+        self._free = 0  # queued requests that do not use the budget (`_Host.free`)
         self._in_flight = 0
         self._stopped = False
         self._budget = options.max_pages or -1  # first attempts still allowed; -1: no limit
@@ -211,6 +220,9 @@ class LocalFrontier:
                 self._gate(host)
         if request.meta.get(ROBOTS_META):
             host.robots_request = request  # a robots.txt retry
+        elif not _uses_budget(request):
+            heapq.heappush(host.free, (-request.priority, next(self._seq), request))
+            self._free += 1
         elif _is_plain(request):
             urls = host.plain.get(request.depth)
             if urls is None:
@@ -232,7 +244,10 @@ class LocalFrontier:
     def _eligible(self, host: _Host) -> bool:
         if host.active >= self._options.per_host:
             return False
-        return host.robots_request is not None if host.gated else bool(host.queue or host.plain)
+        if self._budget == 0:  # the budget is spent: only retries and redirect hops
+            return bool(host.free) and (host.robots_request is not None or not host.gated)
+        return host.robots_request is not None if host.gated else bool(
+            host.free or host.queue or host.plain)
 
     def _schedule(self, host: _Host, now: float) -> None:
         host.scheduled = True
@@ -256,10 +271,13 @@ class LocalFrontier:
                 self._promote(now)
                 if not self._ready:
                     self._refill()
-                if self._ready and self._budget != 0:
-                    return self._take(self._ready.popleft(), now)
-                if self._in_flight == 0 and (
-                    (self._queued == 0 and not self._delayed) or self._budget == 0
+                while self._ready:
+                    host = self._ready.popleft()
+                    if self._eligible(host):
+                        return self._take(host, now)
+                    host.scheduled = False  # only new pages left, and the budget is spent
+                if self._in_flight == 0 and not self._delayed and (
+                    self._queued == 0 or (self._budget == 0 and self._free == 0)
                 ):
                     self._exhausted = self._budget == 0 and self._queued > 0
                     self._stopped = True
@@ -291,6 +309,9 @@ class LocalFrontier:
             request = host.robots_request
             assert request is not None
             host.robots_request = None
+        elif host.free:
+            request = heapq.heappop(host.free)[2]
+            self._free -= 1
         else:
             if host.queue and (not host.plain or host.queue[0][0] <= 0):
                 request = heapq.heappop(host.queue)[2]
@@ -301,7 +322,7 @@ class LocalFrontier:
                 request.depth = depth
                 if not urls:
                     del host.plain[depth]
-            if request.attempt == 1 and not request.redirect_chain and self._budget > 0:
+            if self._budget > 0:
                 self._budget -= 1
         self._queued -= 1
         host.active += 1

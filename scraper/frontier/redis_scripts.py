@@ -10,8 +10,21 @@ host together within `per_host`.
 
 from __future__ import annotations
 
+# A payload starts with '1' when it counts against crawl.max_pages (a first attempt): it
+# goes to the origin's `q:` queue. Retries and redirect hops ('0') go to its `f:` queue,
+# taken first, and still taken once the budget is spent; `free` counts them.
+_QUEUE_OF = """
+local function queue_of(p, host, payload)
+  if string.sub(payload, 1, 1) == '1' then return p .. 'q:' .. host end
+  return p .. 'f:' .. host
+end
+local function queued_for(p, host)
+  return redis.call('ZCARD', p .. 'q:' .. host) + redis.call('ZCARD', p .. 'f:' .. host)
+end
+"""
+
 # A lease's end: its slot freed for the host and its owner. Expects p, id, per_host.
-_END_LEASE = """
+_END_LEASE = _QUEUE_OF + """
 local function end_lease(p, id, per_host)
   local host = redis.call('HGET', p .. 'lease_host', id)
   if not host then return nil end
@@ -24,8 +37,14 @@ local function end_lease(p, id, per_host)
   return host, redis.call('HINCRBY', p .. 'active', host, -1)
 end
 local function requeue(p, host, member, per_host, active)
-  redis.call('ZADD', p .. 'q:' .. host, 0, member)
+  local payload = string.sub(member, string.find(member, '|', 1, true) + 1)
+  redis.call('ZADD', queue_of(p, host, payload), 0, member)
   redis.call('INCR', p .. 'queued')
+  if string.sub(payload, 1, 1) == '1' then
+    redis.call('DECR', p .. 'started')  -- not done: it may start again within the budget
+  else
+    redis.call('INCR', p .. 'free')
+  end
   if active < per_host then
     local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
     redis.call('ZADD', p .. 'ready', nxt, host)
@@ -33,7 +52,7 @@ local function requeue(p, host, member, per_host, active)
 end
 """
 
-ADD = """
+ADD = _QUEUE_OF + """
 -- ARGV: prefix, now_ms, per_host, then quads (fingerprint or '', origin, payload, priority)
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local queued, duplicates = 0, 0
@@ -41,8 +60,10 @@ for i = 4, #ARGV, 4 do
   local fp, host, payload, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if fp == '' or redis.call('SADD', p .. 'seen', fp) == 1 then
     local seq = redis.call('INCR', p .. 'seq')
-    redis.call('ZADD', p .. 'q:' .. host, -priority * 4294967296 + seq, seq .. '|' .. payload)
+    local queue = queue_of(p, host, payload)
+    redis.call('ZADD', queue, -priority * 4294967296 + seq, seq .. '|' .. payload)
     redis.call('INCR', p .. 'queued')
+    if string.sub(payload, 1, 1) ~= '1' then redis.call('INCR', p .. 'free') end
     queued = queued + 1
     local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
     if active < per_host then
@@ -56,10 +77,11 @@ end
 return {queued, duplicates}
 """
 
-TAKE = """
+TAKE = _QUEUE_OF + """
 -- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages,
 --       want, alive_until_ms
--- Returns {n, id1, payload1, ..., due or false, queued, leases, exhausted}.
+-- Returns {n, id1, payload1, ..., due or false, queued, leases, spent, free}.
+-- Once crawl.max_pages first attempts have started, only `f:` queues are taken from.
 -- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local default_delay, expiry, owner = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -83,11 +105,8 @@ local function share_of(host)
   if (rank + spin) % n < per_host % n then share = share + 1 end
   return share
 end
-local queued = tonumber(redis.call('GET', p .. 'queued') or '0')
-local leases = redis.call('ZCARD', p .. 'leases')
-if max_pages > 0 and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages then
-  return {0, false, queued, leases, 1}
-end
+local spent = max_pages > 0 and
+  tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages
 local reply = {0}
 local taken = 0
 do
@@ -98,7 +117,16 @@ do
     local mine = tonumber(redis.call('HGET', p .. 'owned:' .. owner, host) or '0')
     local popped = nil
     if active < per_host and mine < share_of(host) then
-      popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
+      popped = redis.call('ZPOPMIN', p .. 'f:' .. host)
+      if popped[1] then
+        redis.call('DECR', p .. 'free')
+      elseif not spent then
+        popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
+        if popped[1] and max_pages > 0 and tonumber(redis.call('INCR', p .. 'started'))
+            >= max_pages then
+          spent = true
+        end
+      end
     end
     if popped and popped[1] then
       active = redis.call('HINCRBY', p .. 'active', host, 1)
@@ -111,17 +139,18 @@ do
       redis.call('HSET', p .. 'lease', id, popped[1])
       redis.call('HSET', p .. 'lease_host', id, host)
       redis.call('HSET', p .. 'lease_owner', id, owner)
-      if active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
+      local left = redis.call('ZCARD', p .. 'f:' .. host)
+      if not spent then left = left + redis.call('ZCARD', p .. 'q:' .. host) end
+      if active >= per_host or left == 0 then
         redis.call('ZREM', p .. 'ready', host)
       else
         redis.call('ZADD', p .. 'ready', now + delay, host)
       end
       local payload = string.sub(popped[1], string.find(popped[1], '|', 1, true) + 1)
-      if string.sub(payload, 1, 1) == '1' then redis.call('INCR', p .. 'started') end
       taken = taken + 1
       reply[#reply + 1] = id
       reply[#reply + 1] = payload
-    elseif active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
+    elseif active >= per_host or queued_for(p, host) == 0 then
       redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
     end  -- else: this process's share is used; the host stays ready for the others
   end
@@ -131,7 +160,8 @@ local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
 reply[#reply + 1] = first[2] or false
 reply[#reply + 1] = tonumber(redis.call('GET', p .. 'queued') or '0')
 reply[#reply + 1] = redis.call('ZCARD', p .. 'leases')
-reply[#reply + 1] = 0
+reply[#reply + 1] = spent and 1 or 0
+reply[#reply + 1] = tonumber(redis.call('GET', p .. 'free') or '0')
 return reply
 """
 
@@ -148,8 +178,9 @@ local retry, retry_priority = ARGV[5], tonumber(ARGV[6])
 local pause_until, delay, n_items = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 if retry ~= '' then
   local seq = redis.call('INCR', p .. 'seq')
-  redis.call('ZADD', p .. 'q:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
+  redis.call('ZADD', p .. 'f:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
   redis.call('INCR', p .. 'queued')
+  redis.call('INCR', p .. 'free')
 end
 if delay >= 0 then redis.call('HSET', p .. 'delay', host, delay) end
 local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
@@ -157,7 +188,7 @@ if pause_until > nxt then
   nxt = pause_until
   redis.call('HSET', p .. 'next', host, nxt)
 end
-if active < per_host and redis.call('ZCARD', p .. 'q:' .. host) > 0 then
+if active < per_host and queued_for(p, host) > 0 then
   redis.call('ZADD', p .. 'ready', nxt, host)
 end
 for i = 10, 9 + n_items do

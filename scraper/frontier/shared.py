@@ -195,7 +195,8 @@ class RedisFrontier:
                              f"unreachable for more than frontier.outage_grace "
                              f"({self._grace:.0f}s): {exc}") from exc
         wait = min(OUTAGE_MAX_WAIT, OUTAGE_FIRST_WAIT * 2 ** attempt)
-        return wait / 2 + random.uniform(0, wait / 2)
+        wait = wait / 2 + random.uniform(0, wait / 2)
+        return min(wait, max(0.01, since + self._grace - now))  # one last try at the end
 
     def _load_scripts(self) -> None:
         for script in self._scripts:
@@ -263,18 +264,19 @@ class RedisFrontier:
         return [now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
                 self._owner, options.max_pages, want, now + self._lease_ms]
 
-    def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int]:
-        """(requests taken, next due ms or None, queued, leases, exhausted)."""
+    def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int, int]:
+        """(requests taken, next due ms or None, queued, leases, budget spent, queued
+        requests the budget does not limit: retries and redirect hops)."""
         count = int(reply[0])
         requests = []
         for i in range(count):
             lease_id = int(reply[1 + 2 * i])
             requests.append(load_request(self._spider, reply[2 + 2 * i].decode()[1:],
                                          lease_id))
-        due, queued, leases, exhausted = reply[1 + 2 * count:]
+        due, queued, leases, spent, free = reply[1 + 2 * count:]
         with self._lock:
             self._held.update(r.store_id for r in requests if r.store_id is not None)
-        return requests, due, int(queued), int(leases), int(exhausted)
+        return requests, due, int(queued), int(leases), int(spent), int(free)
 
     def _hand_out(self, request: Request) -> Request:
         with self._lock:
@@ -288,14 +290,16 @@ class RedisFrontier:
             except IndexError:
                 pass
             reply = self._script(self._take_script, self._take_args(1))
-            requests, due, queued, leases, exhausted = self._taken(reply)
+            requests, due, queued, leases, spent, free = self._taken(reply)
             if requests:
                 self._ahead.extend(requests[1:])
                 return self._hand_out(requests[0])
             with self._lock:
                 idle = self._in_flight == 0 and not self._ahead
-            if idle and (exhausted or (queued == 0 and leases == 0)):
-                self._exhausted = bool(exhausted) and queued > 0
+            # Over when nothing is leased anywhere and nothing may start: the queue is
+            # empty, or `crawl.max_pages` is spent and no retry or redirect hop is left.
+            if idle and leases == 0 and (queued == 0 or (spent and free == 0)):
+                self._exhausted = bool(spent) and queued > 0
                 self._finish_crawl()
                 return None
             now = self._now_ms()
