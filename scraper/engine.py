@@ -89,23 +89,34 @@ class Engine:
         started = time.monotonic()
         wall_started = time.time()
         queued_left = 0
+        crawled = False
         try:
-            self._open(allowed, {hostname(r.url) for r in first})
-            assert self.frontier is not None and self.client is not None
-            deadline = started + settings.crawl.deadline if settings.crawl.deadline else None
-            self.client.deadline = deadline
-            self.spider.opened()
-            self._add_start(start_requests)
-            self.supervisor.run(started, deadline)
-        except FatalError as exc:
-            self.fatal(exc)
-        finally:
-            queued_left = self._close()
+            try:
+                self._open(allowed, {hostname(r.url) for r in first})
+                assert self.frontier is not None and self.client is not None
+                deadline = started + settings.crawl.deadline if settings.crawl.deadline \
+                    else None
+                self.client.deadline = deadline
+                self.spider.opened()
+                self._add_start(start_requests)
+                crawled = True
+                self.supervisor.run(started, deadline)
+            except FatalError as exc:
+                self.fatal(exc)
+            finally:
+                queued_left = self._close()
+        except BaseException:  # a ConfigError at start, a bug: nothing half-written stays
+            self.sink.abort()
+            self._close_store("error")
+            raise
         reason = self.supervisor.finish_reason or (
             "max_pages" if self.frontier is not None and self.frontier.budget_exhausted
             else "finished")
-        if self.sink.finalise(self.frontier if self._fatal is None else None) \
-                or self._fatal is not None:
+        if not crawled:  # the store or Redis failed before the crawl began: no empty file
+            self.sink.abort()
+        elif self.sink.finalise(self.frontier if self._fatal is None else None):
+            reason = "error"
+        if self._fatal is not None:
             reason = "error"
         self._close_store(reason)
         try:

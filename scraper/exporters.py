@@ -178,6 +178,7 @@ class Exporter:
         self.batches = 0  # batch files completed
         self._lock = threading.Lock()
         self._closed = False
+        self.finalised = False  # renamed into place, complete (not aborted)
         self._file: _File | None = None
         self._keep = not overwrite
         self._next_batch = 1
@@ -311,6 +312,7 @@ class Exporter:
             for file in self._pending:
                 file.rename()
             self._pending.clear()
+            self.finalised = True
 
 
 def _split_batch(name: str) -> list[str | None]:

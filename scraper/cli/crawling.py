@@ -66,7 +66,7 @@ def _run_crawl(spider: str | type, *, spider_args: dict[str, Any], overrides: li
             write_json_atomic(stats_path, result.stats)
         except OSError as exc:
             logging.getLogger(__name__).error("cannot write --stats %s: %s", stats_path, exc)
-    return result, [exporter.target for exporter in exporters]
+    return result, [exporter.target for exporter in exporters if exporter.finalised]
 
 
 def _summary(result: CrawlResult, items_to: str | None, *, to_stderr: bool, quiet: bool,
