@@ -36,6 +36,7 @@ class Request:
         "method",
         "priority",
         "redirect_chain",
+        "referer",
         "session",
         "store_id",
         "timeout",
@@ -81,6 +82,7 @@ class Request:
         self.depth = 0
         self.attempt = 1
         self.redirect_chain: tuple[str, ...] = ()
+        self.referer: str | None = None  # the page the link was found on (`http.referer`)
         self.store_id: int | None = None  # the row of a durable frontier (--jobdir)
 
     @classmethod

@@ -137,6 +137,9 @@ def canonicalize(url: str, sort_query: bool = False) -> str:
         raise BadURL(f"a URL must be a string, not {type(url).__name__}")
     if _already_canonical(url, sort_query):
         return url
+    hash_at = url.find("#")  # the fragment is dropped anyway; what precedes it is the URL
+    if hash_at >= 0 and _already_canonical(url[:hash_at], sort_query):
+        return url[:hash_at]
     return _canonical_from_whatwg(whatwg_href(url), url, sort_query)
 
 
@@ -170,12 +173,60 @@ def _resolve_joined(base: str, href: str, sort_query: bool) -> str:
     return _canonical_from_whatwg(whatwg_href(href, base), href, sort_query)
 
 
+# A path-relative link made only of characters that need no escaping and mean nothing
+# special (no scheme, backslash, escape, space or control character): joining it is the
+# RFC 3986 merge and dot-segment removal, which the WHATWG parser agrees with for these.
+_PLAIN_RELATIVE = re.compile(
+    r"(?![/?])[A-Za-z0-9\-._~!$&'()*+,;=@/]*+(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]*+)?")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 for an absolute path (as browsers do for http(s))."""
+    output: list[str] = []
+    segments = path.split("/")
+    for i, segment in enumerate(segments[1:], 1):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if len(output) > 0:
+                output.pop()
+            if last:
+                output.append("")
+        elif segment == ".":
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/" + "/".join(output)
+
+
+def _join_plain(base: str, href: str) -> str | None:
+    """`href` (a path-relative link, fragment already removed) joined to a canonical
+    base without the full parser; None when either is unusual."""
+    prefix = _origin_prefix(base)
+    if prefix is None or _PLAIN_RELATIVE.fullmatch(href) is None:
+        return None
+    path = base[len(prefix):]
+    query_at = path.find("?")
+    if query_at >= 0:
+        path = path[:query_at]
+    directory = path[:path.rfind("/") + 1]
+    rel_query_at = href.find("?")
+    rel_path = href if rel_query_at < 0 else href[:rel_query_at]
+    query = "" if rel_query_at < 0 else href[rel_query_at:]
+    merged = directory + rel_path
+    if "." in rel_path:
+        merged = _remove_dot_segments(merged)
+    return prefix + merged + query
+
+
 def resolve(base: str, href: str, sort_query: bool = False) -> str:
     """The canonical URL of link `href` found on a page at `base` (join, then
     `canonicalize`): what links, redirects and `<base href>` go through. Raises `BadURL`.
 
     Absolute links and root-relative links (`/path`), most of a page's links, cost one
     cache lookup once seen: a root-relative link is the base's origin plus the link.
+    Plain path-relative links (`p/2.html`, `../c/1`) are joined here too; anything else
+    goes through the WHATWG parser.
     """
     if href.startswith(("http://", "https://")):
         return canonicalize(href, sort_query)
@@ -184,6 +235,11 @@ def resolve(base: str, href: str, sort_query: bool = False) -> str:
         prefix = _origin_prefix(base)
         if prefix is not None:
             return canonicalize(prefix + href, sort_query)
+    relative = href.partition("#")[0] if "#" in href else href
+    if relative and relative[0] != "?" and _already_canonical(base, False):
+        joined = _join_plain(base, relative)
+        if joined is not None:
+            return canonicalize(joined, sort_query)
     return _resolve_joined(base, href, sort_query)
 
 

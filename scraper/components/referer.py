@@ -4,6 +4,9 @@ default policy (`strict-origin-when-cross-origin`): the full URL (less its fragm
 any user:password) to the same origin, the origin alone to another one, nothing from
 https to http. A request that sets its own `Referer` keeps it; redirect hops and retries
 keep the one their request had.
+
+Per link, only the page's URL is remembered (`Request.referer`, one shared string); the
+header is worked out when the request is sent.
 """
 
 from __future__ import annotations
@@ -39,14 +42,23 @@ def referer_for(page: str, target: str) -> str | None:
 class RefererComponent(Component):
     name = "referer"
 
+    def on_request(self, ctx: Context) -> None:
+        request = ctx.request
+        page = request.referer
+        if page is None:
+            return
+        headers = request.headers or {}
+        if any(name.lower() == "referer" for name in headers):
+            return
+        value = referer_for(page, request.url)
+        if value is not None:
+            ctx.request = request.replace(headers={**headers, "Referer": value})
+
     def on_done(self, ctx: Context) -> None:
         response = ctx.response
-        if response is None or not ctx.children:
+        if response is None:
             return
+        page = response.url
         for child in ctx.children:
-            headers = child.headers or {}
-            if any(name.lower() == "referer" for name in headers):
-                continue
-            value = referer_for(response.url, child.url)
-            if value is not None:
-                child.headers = {**headers, "Referer": value}
+            if child.referer is None:
+                child.referer = page

@@ -52,6 +52,7 @@ def dump_request(spider: Any, request: Request) -> str:
             "attempt": request.attempt,
             "redirect_chain": request.redirect_chain,
             "cb_kwargs": request.cb_kwargs,
+            "referer": request.referer,
             "timeout": request.timeout,
             "cookies": request.cookies,
             "session": request.session,
@@ -82,5 +83,6 @@ def load_request(spider: Any, payload: str, row_id: int | None) -> Request:
     request.depth = data["depth"]
     request.attempt = data["attempt"]
     request.redirect_chain = tuple(data["redirect_chain"])
+    request.referer = data.get("referer")
     request.store_id = row_id
     return request

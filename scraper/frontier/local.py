@@ -69,7 +69,8 @@ def _is_plain(request: Request) -> bool:
             and request.errback is None and not request.dont_filter and request.attempt == 1
             and not request.redirect_chain and request.store_id is None
             and request.cb_kwargs is None and request.timeout is None
-            and request.cookies is None and request.session is None)
+            and request.cookies is None and request.session is None
+            and request.referer is None)
 
 
 class Backing(Protocol):
