@@ -311,10 +311,13 @@ class _TrackedConnectionMixin:
             exchange.tls = isinstance(self, HTTPSConnection)
 
     def close(self) -> None:
-        if self.sock is not None:  # type: ignore[attr-defined]
-            self.stats.inc("connections_closed")
-            self.budget.release()
-        super().close()  # type: ignore[misc]
+        had_socket = self.sock is not None  # type: ignore[attr-defined]
+        try:
+            super().close()  # type: ignore[misc]
+        finally:
+            if had_socket:  # the slot is free once the descriptor is
+                self.stats.inc("connections_closed")
+                self.budget.release()
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         sock = self.sock  # type: ignore[attr-defined]
