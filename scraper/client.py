@@ -12,6 +12,12 @@ One `urllib3.PoolManager` serves every worker: `maxsize` = `crawl.per_host` with
 - Connection subclasses count real TCP connects and requests on reused connections, and
   register each socket with the request's `Exchange`, so a watchdog can shut it down
   from another thread in any phase (DNS is resolved in a helper thread with a timeout).
+- `http.max_connections` caps the sockets open at once across every pool (default: the
+  open-file limit, raised to its hard limit, less headroom for files). A new connection
+  past the cap first closes the pooled connection idle longest, else waits for one to
+  close (`connections_evicted` counts the closed); the scheduler keeps its working set of
+  hosts within the cap (`close_host`), so that path is rare. A descriptor error is never
+  a request's failure while idle connections can be closed.
 - Connections go through `resolver`: `http.resolve`, the DNS cache, and the guard that
   refuses private addresses to hosts that are not the crawl's own (`trusted_hosts`),
   judged on the address connected to; a proxy's targets are judged before sending.
@@ -25,10 +31,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import errno
 import itertools
 import logging
 import queue
 import re
+import resource
 import socket
 import ssl
 import threading
@@ -133,6 +141,77 @@ def _shutdown(sock: socket.socket | None) -> None:
 
 _current = threading.local()
 
+FILE_HEADROOM = 64  # descriptors kept for outputs, the jobdir, the cache, logs: at least
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard limit; the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def connection_limit(configured: int) -> int:
+    """`http.max_connections`: the configured value, or what the open-file limit allows
+    after raising it (a quarter of it, 64 at least, is left for other files); a configured
+    value above that is lowered to it, with a warning."""
+    soft = raise_open_file_limit()
+    allowed = max(4, soft - max(FILE_HEADROOM, soft // 4))
+    if configured and configured > allowed:
+        log.warning("http.max_connections = %d does not fit the open-file limit (%d): "
+                    "using %d", configured, soft, allowed)
+        return allowed
+    return configured or allowed
+
+
+class _ConnectionBudget:
+    """At most `limit` sockets open at once, counted from socket creation to close."""
+
+    def __init__(self, limit: int, evict_idle: Callable[[], bool], stats: Stats) -> None:
+        self.limit = limit
+        self.open = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._evict_idle = evict_idle
+        self._stats = stats
+
+    def acquire(self, timeout: float) -> None:
+        """Take a slot for a new socket: close the longest-idle pooled connection when
+        the budget is spent, or wait up to `timeout` for one to close."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                if self.open < self.limit:
+                    self.open += 1
+                    return
+            if self.evict_idle_now():
+                continue
+            with self._cond:
+                if self.open < self.limit:
+                    self.open += 1
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectTimeoutError(
+                        None, f"no connection free within http.max_connections "
+                              f"({self.limit}) in {timeout:.1f}s")
+                self._cond.wait(min(remaining, 0.05))  # idle ones may appear meanwhile
+
+    def evict_idle_now(self) -> bool:
+        """Close the pooled connection idle longest (its `close` releases its slot)."""
+        if not self._evict_idle():
+            return False
+        self._stats.inc("connections_evicted")
+        return True
+
+    def release(self) -> None:
+        with self._cond:
+            self.open -= 1
+            self._cond.notify()
+
 
 def _exchange() -> Exchange | None:
     return getattr(_current, "exchange", None)
@@ -145,6 +224,7 @@ class _TrackedConnectionMixin:
     stats: Stats
     resolver: Resolver
     guard: AddressGuard
+    budget: _ConnectionBudget
     default_connect_timeout: float
     _requests_sent = 0
     idle_since = 0.0
@@ -155,7 +235,14 @@ class _TrackedConnectionMixin:
             raise Cancelled("request cancelled", reason=exchange.cancel_reason)
         if exchange is not None:
             exchange.connect_started = time.monotonic()
-        sock = self._connect_resolved()
+        timeout = self.timeout  # type: ignore[attr-defined]
+        self.budget.acquire(timeout if isinstance(timeout, int | float)
+                            else self.default_connect_timeout)
+        try:
+            sock = self._connect_resolved()
+        except BaseException:
+            self.budget.release()
+            raise
         if exchange is not None:
             exchange.tcp_connected = time.monotonic()
         self._requests_sent = 0
@@ -166,6 +253,7 @@ class _TrackedConnectionMixin:
             except Cancelled:
                 sock.close()  # never handed to the connection, so counted closed here
                 self.stats.inc("connections_closed")
+                self.budget.release()
                 raise
         return sock
 
@@ -189,7 +277,7 @@ class _TrackedConnectionMixin:
             remaining = timeout - (time.monotonic() - started)
             if remaining <= 0:
                 break
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = self._socket(family)
             try:
                 for option in self.socket_options or ():  # type: ignore[attr-defined]
                     sock.setsockopt(*option)
@@ -204,6 +292,17 @@ class _TrackedConnectionMixin:
         raise NewConnectionError(  # type: ignore[arg-type]
             self, f"Failed to establish a new connection: {error}") from error
 
+    def _socket(self, family: int) -> socket.socket:
+        """A new socket; out of descriptors (another part of the process holds many),
+        the longest-idle pooled connection is closed and the socket tried again."""
+        try:
+            return socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) \
+                    or not self.budget.evict_idle_now():
+                raise
+            return socket.socket(family, socket.SOCK_STREAM)
+
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
         exchange = _exchange()
@@ -212,9 +311,13 @@ class _TrackedConnectionMixin:
             exchange.tls = isinstance(self, HTTPSConnection)
 
     def close(self) -> None:
-        if self.sock is not None:  # type: ignore[attr-defined]
-            self.stats.inc("connections_closed")
-        super().close()  # type: ignore[misc]
+        had_socket = self.sock is not None  # type: ignore[attr-defined]
+        try:
+            super().close()  # type: ignore[misc]
+        finally:
+            if had_socket:  # the slot is free once the descriptor is
+                self.stats.inc("connections_closed")
+                self.budget.release()
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         sock = self.sock  # type: ignore[attr-defined]
@@ -258,6 +361,22 @@ class _LongestIdleFirstQueue(queue.Queue):  # type: ignore[type-arg]
             return self.queue.popleft()
         self._placeholders -= 1
         return None
+
+    def oldest_idle(self) -> float | None:
+        """When the connection idle longest was put back (None: no idle connection)."""
+        with self.mutex:
+            return self.queue[0].idle_since if self.queue else None
+
+    def close_oldest(self, idle_since: float) -> bool:
+        """Close the connection idle longest if it is still the one put back at
+        `idle_since`."""
+        with self.mutex:
+            if not self.queue or self.queue[0].idle_since != idle_since:
+                return False
+            conn = self.queue.popleft()
+            self._placeholders += 1
+        conn.close()
+        return True
 
     def close_idle(self, idle_before: float) -> int:
         """Close the pooled connections idle since before `idle_before` (the oldest are at
@@ -315,6 +434,26 @@ class _PoolRegistry:
     def add(self, pool: Any) -> None:
         with self._lock:
             self._pools.add(pool)
+
+    def pools(self) -> list[Any]:
+        with self._lock:
+            return list(self._pools)
+
+    def close_longest_idle(self) -> bool:
+        """Close the one pooled connection, of all pools, idle longest; False if none."""
+        for _ in range(3):  # another thread may take the one found first
+            oldest: tuple[float, Any] | None = None
+            for pool in self.pools():
+                queue_ = getattr(pool, "pool", None)
+                if isinstance(queue_, _LongestIdleFirstQueue):
+                    since = queue_.oldest_idle()
+                    if since is not None and (oldest is None or since < oldest[0]):
+                        oldest = (since, queue_)
+            if oldest is None:
+                return False
+            if oldest[1].close_oldest(oldest[0]):
+                return True
+        return False
 
     def close_all(self) -> None:
         """Close every pool: idle connections now, those in use when they are released."""
@@ -437,9 +576,12 @@ class Client:
             # The user turned verification off on purpose: say it once, not per request.
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
             log.warning("TLS certificate verification is off (http.verify_tls = false)")
-        attrs = {"stats": stats, "resolver": self._resolver, "guard": self._guard,
-                 "default_connect_timeout": http.connect_timeout}
         self._registry = _PoolRegistry()
+        self.max_connections = connection_limit(http.max_connections)
+        self._budget = _ConnectionBudget(self.max_connections,
+                                         self._registry.close_longest_idle, stats)
+        attrs = {"stats": stats, "resolver": self._resolver, "guard": self._guard,
+                 "budget": self._budget, "default_connect_timeout": http.connect_timeout}
         pool_attrs = {"idle_timeout": http.idle_timeout, "registry": self._registry}
 
         def pool_classes(http_base: type, https_base: type, name: str = "",
@@ -459,8 +601,8 @@ class Client:
             }
 
         pool_kw: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if not http.verify_tls else {}
-        pool_kw.update(num_pools=http.max_hosts, maxsize=per_host, block=True, retries=False,
-                       ssl_context=context)
+        pool_kw.update(num_pools=max(http.max_hosts, self.max_connections), maxsize=per_host,
+                       block=True, retries=False, ssl_context=context)
         self._pm = urllib3.PoolManager(**pool_kw)
         self._pm.pool_classes_by_scheme = pool_classes(HTTPConnection, HTTPSConnection)
         # One manager per proxy. Plain http goes through one pool per proxy (at most
@@ -572,6 +714,30 @@ class Client:
     def open_connections(self) -> int:
         """Connections currently open (pooled idle ones and those in use)."""
         return self.stats.get("connections_opened") - self.stats.get("connections_closed")
+
+    def close_host(self, origin: str) -> None:
+        """Forget the pool of `origin` ("scheme://host[:port]", direct connections): its
+        idle connections close now (the scheduler calls this for a host with nothing in
+        flight; a connection still in use would close when released)."""
+        try:
+            host, port, scheme = self._pool_key(origin)
+        except FetchError:
+            return
+        manager = self._pm
+        context = manager._merge_pool_kwargs(None)
+        context.update(scheme=scheme, host=host, port=port)
+        key = manager.key_fn_by_scheme[scheme](context)
+        with manager.pools.lock:
+            pool = manager.pools._container.pop(key, None)
+        if pool is None:
+            return
+        queue_ = getattr(pool, "pool", None)
+        if isinstance(queue_, _LongestIdleFirstQueue):
+            with queue_.mutex:
+                idle = sum(1 for conn in queue_.queue if conn.sock is not None)
+            if idle:
+                self.stats.inc("connections_evicted", idle)
+        pool.close()
 
     def close(self) -> None:
         self._closing.set()

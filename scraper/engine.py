@@ -25,6 +25,7 @@ from .components.base import Context
 from .errors import ConfigError, FatalError, StatusError
 from .exits import exit_code
 from .exporters import Exporter
+from .feeder import StartFeeder
 from .frontier import RELEASE, Frontier, JobStore, open_frontier, open_jobstore
 from .frontier.codec import dump_request
 from .items import ItemProcessor
@@ -83,27 +84,36 @@ class Engine:
     def run(self) -> CrawlResult:
         settings = self.settings
         first, start_requests = self._start_requests()
+        first_host = hostname(first.url)
         allowed = self.spider.allowed_domains
-        if allowed is None:
-            allowed = sorted({hostname(r.url) for r in first})
+        if allowed is None:  # the hosts of the start requests, added as they are read
+            allowed = [first_host]
         started = time.monotonic()
         wall_started = time.time()
         queued_left = 0
         crawled = False
+        feeder: StartFeeder | None = None
         try:
             try:
-                self._open(allowed, {hostname(r.url) for r in first})
+                self._open(allowed, {first_host})
                 assert self.frontier is not None and self.client is not None
+                self.frontier.use_connections(self.client)
                 deadline = started + settings.crawl.deadline if settings.crawl.deadline \
                     else None
                 self.client.deadline = deadline
                 self.spider.opened()
-                self._add_start(start_requests)
+                self.frontier.add([first])
+                feeder = StartFeeder(start_requests, self.frontier, self.stats,
+                                     trust=self.client.trust,
+                                     allow_hosts=self.spider.allowed_domains is None)
+                feeder.start()
                 crawled = True
                 self.supervisor.run(started, deadline)
             except FatalError as exc:
                 self.fatal(exc)
             finally:
+                if feeder is not None:
+                    feeder.stop()
                 queued_left = self._close()
         except BaseException:  # a ConfigError at start, a bug: nothing half-written stays
             self.sink.abort()
@@ -191,12 +201,13 @@ class Engine:
             stats["error"] = str(self._fatal)
         return CrawlResult(stats, reason, stats["exit_code"], self.sink.items)
 
-    def _start_requests(self) -> tuple[list[Request], Iterator[Request]]:
-        """The start requests, checked (a spider with none is a ConfigError)."""
-        requests = [self._checked_start(r) for r in self.spider.start_requests() or ()]
-        if not requests:
-            raise ConfigError(f"spider {self.spider.name!r} has no start URLs")
-        return requests, iter(requests)
+    def _start_requests(self) -> tuple[Request, Iterator[Any]]:
+        """The first start request, checked (a spider with none is a ConfigError), and an
+        iterator over the others, read lazily by the feeder."""
+        requests = iter(self.spider.start_requests() or ())
+        for request in requests:
+            return self._checked_start(request), requests
+        raise ConfigError(f"spider {self.spider.name!r} has no start URLs")
 
     def _checked_start(self, request: Any) -> Request:
         if not isinstance(request, Request):
@@ -207,17 +218,6 @@ class Engine:
         except BadURL as exc:
             raise ConfigError(f"spider {self.spider.name!r}: bad start URL: {exc}") from None
         return request
-
-    def _add_start(self, requests: Iterator[Request]) -> None:
-        assert self.frontier is not None
-        batch: list[Request] = []
-        for request in requests:
-            batch.append(request)
-            if len(batch) >= 1000:
-                self.frontier.add(batch)
-                batch = []
-        if batch:
-            self.frontier.add(batch)
 
     # -- stopping ------------------------------------------------------------------------
 

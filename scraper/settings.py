@@ -123,6 +123,7 @@ class HttpSettings(_Section):
     request_timeout: Duration = Field(60.0, gt=0)
     idle_timeout: Duration = Field(4.0, gt=0)
     max_hosts: int = Field(1024, ge=1)
+    max_connections: int = Field(0, ge=0)
     max_body: int = Field(10 * 2**20, ge=1)
     max_redirects: int = Field(10, ge=0)
     user_agent: str = "scraper/0.1 (+https://github.com/scraper)"

@@ -21,6 +21,8 @@ COUNTERS = (
     "connections_opened",
     "connections_reused",
     "connections_closed",
+    "connections_evicted",
+    "hosts_active",
     "bytes_received",
     "redirects",
     "filtered_duplicate",
@@ -49,6 +51,12 @@ class Stats:
     def inc(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._counts[name] += amount
+
+    def maximum(self, name: str, value: int) -> None:
+        """Keep the larger of the counter and `value` (a peak)."""
+        with self._lock:
+            if value > self._counts[name]:
+                self._counts[name] = value
 
     def add_response(self, status: int, size: int) -> None:
         with self._lock:

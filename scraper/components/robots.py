@@ -43,6 +43,9 @@ class RobotsComponent(Component):
         self.policies: dict[str, RobotsPolicy] = {}  # origin -> rules
         self._lock = threading.Lock()
         self._origin_locks: dict[str, threading.Lock] = {}
+        forget = getattr(frontier, "on_host_evicted", None)
+        if forget is not None:  # an idle host's rules go with its state; read again if it returns
+            forget(lambda key: self.policies.pop(key, None))
 
     def on_request(self, ctx: Context) -> None:
         request = ctx.request

@@ -90,6 +90,15 @@ class FrontierOptions:
         )
 
 
+class ConnectionPool(Protocol):
+    """What a frontier may ask of the HTTP client about connections (`Client`)."""
+
+    max_connections: int
+
+    def close_host(self, origin: str) -> None:
+        """Close the idle pooled connections of `origin` and forget its pool."""
+
+
 class Frontier(Protocol):
     """What the engine may ask of a frontier (thread-safe: every worker calls it)."""
 
@@ -107,6 +116,18 @@ class Frontier(Protocol):
 
     def add(self, requests: Iterable[Request]) -> int:
         """Admit requests (filters, dedup); returns how many were queued."""
+
+    def allow_domain(self, domain: str) -> None:
+        """Admit `domain` and its subdomains from now on (the host of a start request read
+        lazily, when the spider sets no `allowed_domains`)."""
+
+    def feeding(self, active: bool) -> None:
+        """A producer of requests (the start requests' feeder) begins (True) or ends
+        (False): the crawl is not over while one is active."""
+
+    def use_connections(self, pool: ConnectionPool) -> None:
+        """The client's connection budget: keep the hosts crawled at once within
+        `pool.max_connections`, closing idle hosts' pools through it."""
 
     def next(self) -> Request | None:
         """Block until a request may start; None when the crawl is over or stopped."""

@@ -7,9 +7,23 @@ when their next start is in the future, in a heap; retries wait in a heap of the
 Workers block on one condition variable with a timeout equal to the next due time; no
 thread sleeps. The crawl is over when nothing is queued, delayed or in flight.
 
-What is remembered across requests is the backing's: `MemoryBacking` (a seen set) for the
-memory frontier, `StoreBacking` (a `JobStore`) for the durable SQLite frontier, which
-keeps a bounded window of its queued requests in memory.
+What is remembered across requests is the backing's: `MemoryBacking` (a compact seen
+set, `seen.SeenSet`) for the memory frontier, `StoreBacking` (a `JobStore`) for the
+durable SQLite frontier, which keeps a bounded window of its queued requests in memory.
+
+The working set (with `use_connections`, i.e. always in a crawl): a host enters it when
+its first request is handed out, reserving one connection of `http.max_connections`, and
+one more each time more of its requests are in flight at once than it has reserved. A
+host whose requests are all done leaves it for the idle list, keeping its reservation
+and its warm pool; when a host needs a connection and the budget is spent, the host idle
+longest is evicted: its pool is closed and its state forgotten (robots.txt is read again
+if it comes back; a politeness wait still due is remembered). A host that finds no room
+is parked until one drains, so hosts with warm pools are served first and new hosts
+enter as others drain. Idle hosts beyond `MAX_IDLE_HOSTS` are evicted the same way, so
+per-host state is bounded by the hosts with work.
+
+Producers (`feeding`): while the start requests' feeder runs, an empty queue does not
+end the crawl.
 """
 
 from __future__ import annotations
@@ -18,26 +32,29 @@ import heapq
 import itertools
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..request import Request
 from ..stats import Stats
 from ..urls import origin
 from .admission import Admission
-from .base import ROBOTS_META, ExportWriter, FrontierOptions, Item, Outcome
+from .base import ROBOTS_META, ConnectionPool, ExportWriter, FrontierOptions, Item, Outcome
 from .codec import fingerprint
 from .jobstore import JobStore
 from .pacing import HostPacing
+from .seen import SeenSet
 
 STORE_LOW_WATER = 1000  # a durable frontier's requests held in memory: refilled below this
 STORE_BATCH = 1000
+MAX_IDLE_HOSTS = 10_000  # hosts with nothing to do whose state is kept
 
 
 class _Host:
-    __slots__ = ("active", "free", "gated", "key", "next_start", "pacing", "plain", "queue",
-                 "robots_request", "scheduled", "waiting_entry")
+    __slots__ = ("active", "conns", "free", "gated", "key", "next_start", "pacing",
+                 "park_entry", "plain", "queue", "retries", "robots_request", "scheduled",
+                 "waiting_entry")
 
     def __init__(self, key: str, delay: float) -> None:
         self.key = key
@@ -46,8 +63,9 @@ class _Host:
         # once the budget is spent; taken before new pages (work already started).
         self.free: list[tuple[int, int, Request]] = []
         # Plain requests (a GET of a URL, nothing else set: most followed links) are kept
-        # as bare URL strings, by depth, shallowest first: a fifth of a Request's memory.
-        self.plain: dict[int, deque[str]] = {}
+        # as bare URL strings, by depth (shallowest first) and the page they were found on
+        # (their Referer, "" for none): a fifth of a Request's memory.
+        self.plain: dict[tuple[int, str], deque[str]] = {}
         self.active = 0
         self.pacing = HostPacing(delay)
         self.next_start = 0.0
@@ -55,6 +73,13 @@ class _Host:
         self.waiting_entry = -1  # the sequence number of its live entry in `_waiting`
         self.gated = False  # waiting for robots.txt: only `robots_request` may start
         self.robots_request: Request | None = None
+        self.conns = 0  # connections reserved in the budget (0: not in the working set)
+        self.park_entry = -1  # the sequence number of its live entry in `_parked`
+        self.retries = 0  # its requests waiting in `_delayed`
+
+    def drained(self) -> bool:
+        return not (self.active or self.queue or self.plain or self.free or self.retries
+                    or self.robots_request is not None or self.scheduled)
 
 
 def _uses_budget(request: Request) -> bool:
@@ -69,8 +94,7 @@ def _is_plain(request: Request) -> bool:
             and request.errback is None and not request.dont_filter and request.attempt == 1
             and not request.redirect_chain and request.store_id is None
             and request.cb_kwargs is None and request.timeout is None
-            and request.cookies is None and request.session is None
-            and request.referer is None)
+            and request.cookies is None and request.session is None)  # referer: kept
 
 
 class Backing(Protocol):
@@ -97,18 +121,15 @@ class MemoryBacking:
     durable = False
 
     def __init__(self, strip_session_ids: bool = True) -> None:
-        self._seen: set[str] = set()
+        self._seen = SeenSet()
         self._strip = strip_session_ids
 
     def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
         fresh: list[Request] = []
-        seen = self._seen
+        add = self._seen.add
         for request in requests:
-            key = fingerprint(request, self._strip)
-            if key in seen and not request.dont_filter:
-                continue
-            seen.add(key)
-            fresh.append(request)
+            if add(fingerprint(request, self._strip)) or request.dont_filter:
+                fresh.append(request)
         return fresh, len(requests) - len(fresh)
 
     def commit(self, request: Request, outcome: Outcome, children: list[Request]
@@ -175,11 +196,43 @@ class LocalFrontier:
         self._delayed: list[tuple[float, int, Request]] = []
         self._seq = itertools.count()
         self._queued = 0
-        self._free = 0  # queued requests that do not use the budget (`_Host.free`)
         self._in_flight = 0
         self._stopped = False
         self._budget = options.max_pages or -1  # first attempts still allowed; -1: no limit
+        self._free = 0  # queued requests that do not use the budget (`_Host.free`)
         self._exhausted = False
+        self._feeders = 0
+        # The working set (see the module's docstring).
+        self._pool: ConnectionPool | None = None
+        self._max_connections = 0  # 0: no budget
+        self._reserved = 0  # connections reserved by hosts in the working set or idle
+        self._hosts_active = 0
+        self._peak_hosts_active = 0
+        self._idle: OrderedDict[str, _Host] = OrderedDict()  # drained, oldest first
+        self._parked: deque[tuple[int, _Host]] = deque()
+        self._parked_live = 0
+        self._paused_until: dict[str, float] = {}  # evicted hosts' politeness still due
+        self._evicted_listeners: list[Callable[[str], None]] = []
+
+    # -- configuration -------------------------------------------------------------------
+
+    def use_connections(self, pool: ConnectionPool) -> None:
+        with self._cond:
+            self._pool = pool
+            self._max_connections = max(1, pool.max_connections)
+
+    def on_host_evicted(self, listener: Callable[[str], None]) -> None:
+        """`listener(origin)` runs (under the frontier's lock: keep it short) when an idle
+        host's state is forgotten, e.g. to drop its robots.txt rules."""
+        self._evicted_listeners.append(listener)
+
+    def allow_domain(self, domain: str) -> None:
+        self._admission.allow(domain)
+
+    def feeding(self, active: bool) -> None:
+        with self._cond:
+            self._feeders += 1 if active else -1
+            self._cond.notify_all()
 
     # -- adding --------------------------------------------------------------------------
 
@@ -217,17 +270,24 @@ class LocalFrontier:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host(key, self._options.delay)
+            if self._paused_until:
+                host.next_start = self._paused_until.pop(key, 0.0)
             if self._options.obey_robots:
                 self._gate(host)
+        elif key in self._idle:  # back from the idle list, its pool still warm
+            del self._idle[key]
+            if host.conns:
+                self._entered(host)
         if request.meta.get(ROBOTS_META):
             host.robots_request = request  # a robots.txt retry
         elif not _uses_budget(request):
             heapq.heappush(host.free, (-request.priority, next(self._seq), request))
             self._free += 1
         elif _is_plain(request):
-            urls = host.plain.get(request.depth)
+            group = (request.depth, request.referer or "")
+            urls = host.plain.get(group)
             if urls is None:
-                urls = host.plain[request.depth] = deque()
+                urls = host.plain[group] = deque()
             urls.append(request.url)
         else:
             heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
@@ -261,6 +321,99 @@ class LocalFrontier:
         host.waiting_entry = next(self._seq)
         heapq.heappush(self._waiting, (host.next_start, host.waiting_entry, host))
 
+    # -- the working set -----------------------------------------------------------------
+
+    def _pick(self) -> _Host | None:
+        """The next ready host that has a reserved connection free, or for which the
+        budget has room; hosts that find none are parked."""
+        ready = self._ready
+        while True:
+            if not ready:
+                if not self._max_connections or not self._parked_live \
+                        or not self._room(evict=False):
+                    return None
+                self._unpark(1)
+                continue
+            host = ready.popleft()
+            if self._budget == 0 and not self._eligible(host):
+                host.scheduled = False  # only new pages left, and the budget is spent
+                continue
+            if not self._max_connections or host.active < host.conns:
+                return host  # a connection of its own is free (or was never needed)
+            if self._room(evict=True):
+                if not host.conns:
+                    self._entered(host)
+                host.conns += 1
+                self._reserved += 1
+                return host
+            self._park(host)
+
+    def _room(self, *, evict: bool) -> bool:
+        """Whether one more connection fits; with `evict`, make room by evicting the host
+        idle longest when the budget is spent."""
+        if self._reserved < self._max_connections:
+            return True
+        if not self._idle:
+            return False
+        if evict:
+            self._evict(next(iter(self._idle.values())))
+        return True
+
+    def _entered(self, host: _Host) -> None:
+        self._hosts_active += 1
+        if self._hosts_active > self._peak_hosts_active:
+            self._peak_hosts_active = self._hosts_active
+
+    def _park(self, host: _Host) -> None:
+        host.park_entry = next(self._seq)
+        self._parked.append((host.park_entry, host))
+        self._parked_live += 1
+
+    def _unpark(self, count: int) -> None:
+        parked = self._parked
+        while count > 0 and parked:
+            entry, host = parked.popleft()
+            if entry != host.park_entry:
+                continue  # unparked already
+            host.park_entry = -1
+            self._parked_live -= 1
+            self._ready.append(host)
+            count -= 1
+
+    def _unpark_host(self, host: _Host) -> None:
+        """A parked host of the working set has a reserved connection free again."""
+        host.park_entry = -1
+        self._parked_live -= 1
+        self._ready.append(host)
+
+    def _drained(self, host: _Host) -> None:
+        """The host has nothing queued, delayed or in flight."""
+        if host.conns:
+            self._hosts_active -= 1
+            self._idle[host.key] = host
+            if self._parked_live:
+                self._unpark(host.conns)
+        else:  # never handed out a request (all its requests were retried away...)
+            self._idle[host.key] = host
+        if len(self._idle) > MAX_IDLE_HOSTS:
+            self._evict(next(iter(self._idle.values())))
+
+    def _evict(self, host: _Host) -> None:
+        """Forget an idle host: close its pool, drop its state."""
+        key = host.key
+        del self._idle[key]
+        del self._hosts[key]
+        self._reserved -= host.conns
+        if host.next_start > time.monotonic():
+            if len(self._paused_until) >= MAX_IDLE_HOSTS:
+                now = time.monotonic()
+                self._paused_until = {k: t for k, t in self._paused_until.items() if t > now}
+            self._paused_until[key] = host.next_start
+        if self._pool is not None and host.conns:
+            self._pool.close_host(key)
+        for listener in self._evicted_listeners:
+            listener(key)
+
     # -- handing out ---------------------------------------------------------------------
 
     def next(self) -> Request | None:
@@ -272,13 +425,12 @@ class LocalFrontier:
                 self._promote(now)
                 if not self._ready:
                     self._refill()
-                while self._ready:
-                    host = self._ready.popleft()
-                    if self._eligible(host):
-                        return self._take(host, now)
-                    host.scheduled = False  # only new pages left, and the budget is spent
+                host = self._pick()
+                if host is not None:
+                    return self._take(host, now)
                 if self._in_flight == 0 and not self._delayed and (
-                    self._queued == 0 or (self._budget == 0 and self._free == 0)
+                    (self._queued == 0 and not self._feeders)
+                    or (self._budget == 0 and self._free == 0)
                 ):
                     self._exhausted = self._budget == 0 and self._queued > 0
                     self._stopped = True
@@ -289,6 +441,9 @@ class LocalFrontier:
     def _promote(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
             request = heapq.heappop(self._delayed)[2]
+            host = self._hosts.get(origin(request.url))
+            if host is not None:
+                host.retries -= 1
             self._enqueue(request)
         while self._waiting and self._waiting[0][0] <= now:
             _, entry, host = heapq.heappop(self._waiting)
@@ -317,12 +472,15 @@ class LocalFrontier:
             if host.queue and (not host.plain or host.queue[0][0] <= 0):
                 request = heapq.heappop(host.queue)[2]
             else:
-                depth = min(host.plain)
-                urls = host.plain[depth]
+                group = min(host.plain)
+                depth, referer = group
+                urls = host.plain[group]
                 request = Request(urls.popleft())
                 request.depth = depth
+                if referer:
+                    request.referer = referer
                 if not urls:
-                    del host.plain[depth]
+                    del host.plain[group]
             if self._budget > 0:
                 self._budget -= 1
         self._queued -= 1
@@ -359,12 +517,12 @@ class LocalFrontier:
 
     def _release(self, key: str, outcome: Outcome,
                  fresh: list[Request]) -> None:
+        host = self._hosts[key]
+        host.active -= 1  # before its children are queued: they may be its own
+        self._in_flight -= 1
         if not self._stopped:
             for child in fresh:
                 self._enqueue(child)
-        host = self._hosts[key]
-        host.active -= 1
-        self._in_flight -= 1
         now = time.monotonic()
         if not outcome.requeue:
             pause = host.pacing.observe(self._options, failed=outcome.host_failed,
@@ -378,9 +536,16 @@ class LocalFrontier:
                     self._ready.append(host)
         if outcome.retry is not None and not self._stopped:
             heapq.heappush(self._delayed, (outcome.retry_at, next(self._seq), outcome.retry))
-        if not host.scheduled and self._eligible(host):
+            retry_host = self._hosts.get(origin(outcome.retry.url))
+            if retry_host is not None:
+                retry_host.retries += 1
+        if host.park_entry >= 0 and host.active < host.conns:
+            self._unpark_host(host)
+        elif not host.scheduled and self._eligible(host):
             self._schedule(host, now)
         self._refill()
+        if host.drained() and not host.gated:
+            self._drained(host)
         if self._in_flight == 0 or outcome.retry is not None:
             self._cond.notify_all()  # the crawl may be over, or a wait time changed
         else:
@@ -417,6 +582,9 @@ class LocalFrontier:
 
     def close(self) -> None:
         """Nothing held beyond memory (the jobdir's store is closed by its owner)."""
+        with self._cond:
+            if self._peak_hosts_active:
+                self._stats.maximum("hosts_active", self._peak_hosts_active)
 
     @property
     def budget_exhausted(self) -> bool:
@@ -425,7 +593,7 @@ class LocalFrontier:
     def counts(self) -> dict[str, int]:
         with self._cond:
             return {"queued": self._queued + len(self._delayed), "in_flight": self._in_flight,
-                    "seen": self._backing.seen()}
+                    "seen": self._backing.seen(), "hosts_active": self._hosts_active}
 
     def queued_left(self) -> int:
         with self._cond:

@@ -108,6 +108,7 @@ class RedisFrontier:
                  outage_grace: float = 60.0) -> None:
         self._options = options
         self._stats = stats
+        self._feeders = 0  # start-request feeders still running (`feeding`)
         self._admission = Admission(options, stats)
         self._redis = connect(url)
         self._prefix = key_prefix(name)
@@ -297,8 +298,10 @@ class RedisFrontier:
             with self._lock:
                 idle = self._in_flight == 0 and not self._ahead
             # Over when nothing is leased anywhere and nothing may start: the queue is
-            # empty, or `crawl.max_pages` is spent and no retry or redirect hop is left.
-            if idle and leases == 0 and (queued == 0 or (spent and free == 0)):
+            # empty (and no start request is still being read), or `crawl.max_pages` is
+            # spent and no retry or redirect hop is left.
+            if idle and leases == 0 and ((queued == 0 and not self._feeders)
+                                         or (spent and free == 0)):
                 self._exhausted = bool(spent) and queued > 0
                 self._finish_crawl()
                 return None
@@ -306,6 +309,16 @@ class RedisFrontier:
             wait = POLL if not due else min(POLL * 4, max(0.0, (int(due) - now) / 1000))
             self._stop_event.wait(max(wait, 0.005))
         return None
+
+    def allow_domain(self, domain: str) -> None:
+        self._admission.allow(domain)
+
+    def feeding(self, active: bool) -> None:
+        with self._lock:
+            self._feeders += 1 if active else -1
+
+    def use_connections(self, pool: Any) -> None:
+        """Connections per host are shared through Redis; no working set of hosts here."""
 
     def _finish_crawl(self) -> None:
         self._finished = True  # `frontier.cleanup`: the keys go at close
