@@ -238,7 +238,7 @@ def test_deadline_cancels_a_hanging_crawl(server: FaultServer, backend: dict[str
     hanging_star(server, good=2, hanging=3)
     started = time.monotonic()
     result = run(backend, link_spider(server.url("/")), crawl__deadline=1, crawl__per_host=3)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 3.5  # the deadline, then a second to wind down
     assert result.finish_reason == "deadline" and result.exit_code == 3
     stats = result.stats
     assert stats["pages"] == stats["items"] == 3
