@@ -63,9 +63,10 @@ class _Host:
         # once the budget is spent; taken before new pages (work already started).
         self.free: list[tuple[int, int, Request]] = []
         # Plain requests (a GET of a URL, nothing else set: most followed links) are kept
-        # as bare URL strings, by depth (shallowest first) and the page they were found on
-        # (their Referer, "" for none): a fifth of a Request's memory.
-        self.plain: dict[tuple[int, str], deque[str]] = {}
+        # as bare URL strings, by depth (shallowest first), then by the page they were
+        # found on (their Referer, "" for none; pages in the order met): a fifth of a
+        # Request's memory. Depths are few, so taking the shallowest is cheap.
+        self.plain: dict[int, dict[str, deque[str]]] = {}
         self.active = 0
         self.pacing = HostPacing(delay)
         self.next_start = 0.0
@@ -284,10 +285,13 @@ class LocalFrontier:
             heapq.heappush(host.free, (-request.priority, next(self._seq), request))
             self._free += 1
         elif _is_plain(request):
-            group = (request.depth, request.referer or "")
-            urls = host.plain.get(group)
+            groups = host.plain.get(request.depth)
+            if groups is None:
+                groups = host.plain[request.depth] = {}
+            referer = request.referer or ""
+            urls = groups.get(referer)
             if urls is None:
-                urls = host.plain[group] = deque()
+                urls = groups[referer] = deque()
             urls.append(request.url)
         else:
             heapq.heappush(host.queue, (-request.priority, next(self._seq), request))
@@ -472,15 +476,17 @@ class LocalFrontier:
             if host.queue and (not host.plain or host.queue[0][0] <= 0):
                 request = heapq.heappop(host.queue)[2]
             else:
-                group = min(host.plain)
-                depth, referer = group
-                urls = host.plain[group]
+                depth = min(host.plain)
+                groups = host.plain[depth]
+                referer, urls = next(iter(groups.items()))
                 request = Request(urls.popleft())
                 request.depth = depth
                 if referer:
                     request.referer = referer
                 if not urls:
-                    del host.plain[group]
+                    del groups[referer]
+                    if not groups:
+                        del host.plain[depth]
             if self._budget > 0:
                 self._budget -= 1
         self._queued -= 1
