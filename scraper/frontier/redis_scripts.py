@@ -58,12 +58,36 @@ return {queued, duplicates}
 
 TAKE = """
 -- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages,
---       want, alive_until_ms
+--       want, alive_until_ms, take_id
 -- Returns {n, id1, payload1, ..., due or false, queued, leases, exhausted}.
 -- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
+-- Idempotent: a take sent again with the same take_id (its reply was lost in an outage)
+-- answers the leases it gave the first time (those still held), and takes nothing new.
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local default_delay, expiry, owner = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local max_pages, want, alive_until = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local took_key = p .. 'took:' .. ARGV[10]
+local function tail(reply)
+  local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
+  reply[#reply + 1] = first[2] or false
+  reply[#reply + 1] = tonumber(redis.call('GET', p .. 'queued') or '0')
+  reply[#reply + 1] = redis.call('ZCARD', p .. 'leases')
+  reply[#reply + 1] = 0
+  return reply
+end
+local took = redis.call('GET', took_key)
+if took then
+  local reply = {0}
+  for id in string.gmatch(took, '[^,]+') do
+    local member = redis.call('HGET', p .. 'lease', id)
+    if member then
+      reply[1] = reply[1] + 1
+      reply[#reply + 1] = tonumber(id)
+      reply[#reply + 1] = string.sub(member, string.find(member, '|', 1, true) + 1)
+    end
+  end
+  return tail(reply)
+end
 redis.call('ZADD', p .. 'alive', alive_until, owner)
 if redis.call('ZSCORE', p .. 'procs', owner) == false then
   redis.call('ZADD', p .. 'procs', redis.call('INCR', p .. 'proc_seq'), owner)
@@ -127,12 +151,12 @@ do
   end
 end
 reply[1] = taken
-local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
-reply[#reply + 1] = first[2] or false
-reply[#reply + 1] = tonumber(redis.call('GET', p .. 'queued') or '0')
-reply[#reply + 1] = redis.call('ZCARD', p .. 'leases')
-reply[#reply + 1] = 0
-return reply
+if taken > 0 then
+  local ids = {}
+  for i = 2, #reply, 2 do ids[#ids + 1] = reply[i] end
+  redis.call('SET', took_key, table.concat(ids, ','), 'PX', 600000)
+end
+return tail(reply)
 """
 
 ACK = _END_LEASE + """

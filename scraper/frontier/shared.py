@@ -35,11 +35,11 @@ finish_reason `error`, and running it again resumes it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import random
-import re
 import socket
 import threading
 import time
@@ -48,9 +48,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..errors import ConfigError, StoreError
 from ..request import Request
+from ..settings import mask_password
 from ..stats import Stats
 from ..urls import origin
 from . import redis_scripts as scripts
@@ -69,17 +72,14 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnl
 T = TypeVar("T")
 
 
-def mask_password(url: str) -> str:
-    """`redis://user:secret@host` -> `redis://user:***@host`."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
-
-
 def connect(url: str) -> redis.Redis:
     """A client for `url` (redis://, rediss:// with TLS, unix://; ACL user and password
     in the URL), checked with a PING. The password is never shown."""
     try:
+        # No retries inside redis-py: `RedisFrontier._retrying` is the one retrying path,
+        # so that the grace is kept and an outage is reported once.
         client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                      health_check_interval=30)
+                                      health_check_interval=30, retry=Retry(NoBackoff(), 0))
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         message = mask_password(str(exc)) if str(exc) else type(exc).__name__
@@ -140,8 +140,11 @@ class RedisFrontier:
         self._finished = False
         self._paced = options.delay > 0 or options.autothrottle_target > 0
         self._outage_since: float | None = None
+        self._wake_heartbeat = threading.Event()  # renew now: Redis is back, or closing
+        self._reap_from = 0.0  # monotonic: no reaping before (just after an outage)
         self._last_counts = {"queued": 0, "leases": 0, "seen": 0}
         self.round_trips = 0
+        self._take_ids = itertools.count(1)
         self._heartbeat = threading.Thread(target=self._beat, name="scraper-redis-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
@@ -174,12 +177,20 @@ class RedisFrontier:
             except redis.RedisError as exc:
                 raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
             if self._outage_since is not None:
-                with self._lock:
-                    if self._outage_since is not None:
-                        log.warning("Redis is back after %.1fs",
-                                    time.monotonic() - self._outage_since)
-                        self._outage_since = None
+                self._back()
             return result
+
+    def _back(self) -> None:
+        """Redis answers again: renew this process's leases at once, and reap nobody's
+        for one lease timeout, so that every process has the time to renew its leases
+        before any is taken for expired (their expiry passed during the outage)."""
+        with self._lock:
+            if self._outage_since is None:
+                return
+            log.warning("Redis is back after %.1fs", time.monotonic() - self._outage_since)
+            self._outage_since = None
+            self._reap_from = time.monotonic() + self._lease_ms / 1000
+        self._wake_heartbeat.set()
 
     def _outage(self, exc: Exception, attempt: int) -> float:
         """Note an outage; the wait before the next try, or StoreError past the grace."""
@@ -260,8 +271,11 @@ class RedisFrontier:
     def _take_args(self, want: int) -> list[Any]:
         now = self._now_ms()
         options = self._options
+        # The take's own id makes it idempotent: sent again after a lost reply, it
+        # answers what it took the first time instead of taking more.
+        take_id = f"{self._owner}:{next(self._take_ids)}"
         return [now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
-                self._owner, options.max_pages, want, now + self._lease_ms]
+                self._owner, options.max_pages, want, now + self._lease_ms, take_id]
 
     def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int]:
         """(requests taken, next due ms or None, queued, leases, exhausted)."""
@@ -404,6 +418,7 @@ class RedisFrontier:
                 log.warning("could not hand back %d requests (their leases expire): %s",
                             len(ahead), exc)
         self._closing.set()
+        self._wake_heartbeat.set()
         self._heartbeat.join(timeout=2)
         with self._lock:
             holding = bool(self._held)
@@ -422,14 +437,19 @@ class RedisFrontier:
     def _beat(self) -> None:
         """Renew this process's leases and reap expired ones, every third of a timeout."""
         interval = max(self._lease_ms / 3000, 0.05)
-        while not self._closing.wait(interval):
+        while True:
+            self._wake_heartbeat.wait(interval)
+            self._wake_heartbeat.clear()
+            if self._closing.is_set():
+                return
             try:
                 with self._lock:
                     held = list(self._held)
                 now = self._now_ms()
                 self._script(self._renew_script, [now + self._lease_ms, now + self._lease_ms,
                                                   self._owner, *held])
-                self._script(self._reap_script, [now, self._options.per_host])
+                if time.monotonic() >= self._reap_from:
+                    self._script(self._reap_script, [self._now_ms(), self._options.per_host])
             except StoreError as exc:
                 if not self._closing.is_set():
                     log.warning("Redis heartbeat failed: %s", exc)
@@ -459,8 +479,14 @@ class RedisFrontier:
         return value.decode() if value is not None else None
 
     def save_session(self, name: str, value: str) -> None:
+        """Keep a session for the other processes; when Redis is gone for good (past the
+        grace, the crawl is stopping) it is only logged: a session can be opened again,
+        and saving it must not turn a clean stop into a crash."""
         key = self._prefix + "sessions"
-        self._retrying(lambda: self._redis.hset(key, name, value))
+        try:
+            self._retrying(lambda: self._redis.hset(key, name, value))
+        except StoreError as exc:
+            log.warning("session %r not saved in Redis: %s", name, exc)
 
     @property
     def budget_exhausted(self) -> bool:

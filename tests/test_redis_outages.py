@@ -1,0 +1,173 @@
+"""A crawl shared through Redis survives its infrastructure: Redis stopped and started
+again during the crawl, Redis gone for longer than `frontier.outage_grace`, connections
+per host counted across processes, TLS and ACL credentials to Redis."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RedisServer, write_site_spider
+from servers import Exchange, FaultServer
+
+from scraper.frontier.shared import drain_items, status
+
+
+def ring_site(server: FaultServer, pages: int, wait: float) -> None:
+    """Pages /0 .. /{pages-1}, each linking to three others, each answered after `wait`."""
+
+    def page(exchange: Exchange) -> None:
+        i = int(exchange.request.path.strip("/"))
+        exchange.wait(wait)
+        links = "".join(f'<a href="/{(i + k) % pages}">x</a>' for k in (1, 2, 5))
+        exchange.respond(200, f"<html><body>{links}</body></html>",
+                         {"Content-Type": "text/html"})
+
+    for i in range(pages):
+        server.add_handler(f"/{i}", page)
+
+
+def start(spider: Path, url: str, output: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scraper", "crawl", str(spider), "-o", str(output),
+         "-s", f"frontier.backend={url!r}", "-s", "crawl.workers=4",
+         "-s", "crawl.per_host=3", "-s", "crawl.obey_robots=false",
+         "--stats", str(output.with_suffix(".stats.json")), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def written(outputs: list[Path]) -> collections.Counter[str]:
+    return collections.Counter(json.loads(line)["url"] for out in outputs if out.exists()
+                               for line in out.read_text().splitlines())
+
+
+def in_stream(url: str) -> collections.Counter[str]:
+    return collections.Counter(item["url"] for _, item in drain_items(url, "site"))
+
+
+def outage(redis: RedisServer, server: FaultServer, after: int, seconds: float) -> None:
+    """Stop Redis once the site has had `after` requests; start it again `seconds` later."""
+    assert server.wait_for_requests(after, timeout=30)
+    redis.stop()
+    time.sleep(seconds)  # the outage itself: nothing to wait for
+    redis.start()
+
+
+def test_redis_restarted_during_a_two_process_crawl(server: FaultServer, tmp_path: Path,
+                                                     redis_server: RedisServer) -> None:
+    pages = 200
+    ring_site(server, pages, wait=0.04)
+    spider = write_site_spider(tmp_path / "site.py", server.url("/0"))
+    outputs = [tmp_path / f"items-{n}.jsonl" for n in range(2)]
+    running = [start(spider, redis_server.url, out) for out in outputs]
+    outage(redis_server, server, after=30, seconds=2)
+    for process in running:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        assert b"Redis unreachable" in stderr  # the outage was seen, and ridden out
+        assert b"Redis is back" in stderr
+
+    urls = {server.url(f"/{i}") for i in range(pages)}
+    items = written(outputs)
+    assert set(items) == urls and max(items.values()) == 1  # every item exactly once
+    stream = in_stream(redis_server.url)
+    assert set(stream) == urls and max(stream.values()) == 1
+    counters = status(redis_server.url, "site")
+    assert counters["queued"] == 0 and counters["leases"] == 0
+    assert counters["items"] == pages
+
+
+def test_redis_gone_past_the_grace_stops_cleanly_then_resumes(
+        server: FaultServer, tmp_path: Path, redis_server: RedisServer) -> None:
+    pages = 150
+    ring_site(server, pages, wait=0.04)
+    spider = write_site_spider(tmp_path / "site.py", server.url("/0"))
+    first = tmp_path / "first.jsonl"
+    # The leases this process holds when it stops expire 2 s later: then the resume can
+    # take them again (their process is gone).
+    lease = ("-s", "frontier.lease_timeout=2")
+    process = start(spider, redis_server.url, first, "-s", "frontier.outage_grace=2", *lease)
+    assert server.wait_for_requests(20, timeout=30)
+    redis_server.stop()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr.decode()[-3000:]
+    assert b"frontier.outage_grace" in stderr
+    stats = json.loads(first.with_suffix(".stats.json").read_text())
+    assert stats["finish_reason"] == "error"
+    assert first.exists() and not list(tmp_path.glob("*.part"))  # finalised
+
+    redis_server.start()
+    second = tmp_path / "second.jsonl"
+    process = start(spider, redis_server.url, second, *lease)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()[-3000:]
+
+    urls = {server.url(f"/{i}") for i in range(pages)}
+    items = written([first, second])
+    assert set(items) == urls and max(items.values()) == 1
+    stream = in_stream(redis_server.url)
+    assert set(stream) == urls and max(stream.values()) == 1
+
+
+class _Spider:
+    name = "t"
+
+    def parse(self, response: object) -> None:
+        """Never called: the frontier only stores requests."""
+
+
+def open_frontier(url: str, **options: object) -> object:
+    from scraper.frontier import FrontierOptions
+    from scraper.frontier.shared import RedisFrontier
+    from scraper.stats import Stats
+
+    return RedisFrontier(FrontierOptions(per_host=4, **options), Stats(), url=url,
+                         name="t", spider=_Spider(), lease_timeout=30, cleanup=False,
+                         outage_grace=10)
+
+
+def test_a_reply_lost_after_redis_ran_the_round_trip_changes_nothing(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis ran the ack, the children and the next take, and the connection broke before
+    the reply: the round trip sent again acknowledges once, takes nothing more, and hands
+    out what the first one took."""
+    import redis
+
+    from scraper.frontier import Outcome
+    from scraper.request import Request
+
+    frontier = open_frontier(redis_url)
+    try:
+        frontier.add([Request(f"http://a.test/{i}") for i in range(3)])
+        first = frontier.next()
+        assert first is not None
+        real = redis.client.Pipeline.execute
+        lost = []
+
+        def execute_then_lose_the_reply(self: redis.client.Pipeline, *args: object,
+                                        **kwargs: object) -> object:
+            result = real(self, *args, **kwargs)
+            if not lost:
+                lost.append(result)
+                raise redis.ConnectionError("connection lost before the reply")
+            return result
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_lose_the_reply)
+        children = (Request("http://a.test/child"),)
+        kept = frontier.finish(first, Outcome(children=children, items=({"n": 1},)))
+        monkeypatch.undo()
+        assert lost and kept == [{"n": 1}]
+        taken = frontier.next()  # what the lost reply's take took
+        assert taken is not None and taken.url == "http://a.test/1"
+        assert len(list(drain_items(redis_url, "t"))) == 1  # acknowledged once
+        counts = status(redis_url, "t")
+        assert counts["leases"] == 1  # the take sent again took nothing more
+        assert counts["queued"] == 2 and counts["requests_done"] == 1
+    finally:
+        frontier.stop()
+        frontier.close()
