@@ -3,9 +3,18 @@ atomic script (see `shared.py` for the keys). Every script takes the key prefix 
 
 Connection shares: each live process (`procs`: owner -> join order, `alive`: owner ->
 expiry) may have at most its share of `crawl.per_host` requests in flight to a host
-(`owned:{owner}`: host -> in flight), the shares adding up to `per_host`, so that the
-connections its pool opens stay within its share and the processes' connections to a
-host together within `per_host`.
+(`owned:{owner}`: host -> in flight), the shares adding up to `per_host`.
+
+Connections: a process's pool keeps the connections it opened, so in-flight shares alone
+do not bound connections (a process that started alone opened `per_host` of them before
+the others joined). Each connection a process may hold is a token (`tokens:{owner}`: host
+-> tokens; `conns`: host -> tokens held by all processes, at most `per_host`). A process
+takes a request for a host only when it has a token to spare, or one is free. A process
+holding more tokens than its share gives the excess back: the requests it takes then are
+marked `close` (the lease's owner is stored as `!owner`), sent with `Connection: close`,
+and the token is freed when that lease ends, its connection closed; another process may
+take it 100 ms later (`conn_freed`: host -> ms), once the server has closed its end too.
+A process that leaves, or is gone (its `alive` expired, see REAP), frees its tokens.
 """
 
 from __future__ import annotations
@@ -20,8 +29,29 @@ local function end_lease(p, id, per_host)
   redis.call('HDEL', p .. 'lease', id)
   redis.call('HDEL', p .. 'lease_host', id)
   redis.call('HDEL', p .. 'lease_owner', id)
-  if owner then redis.call('HINCRBY', p .. 'owned:' .. owner, host, -1) end
+  if owner then
+    if string.sub(owner, 1, 1) == '!' then  -- a closing request: its token is freed
+      owner = string.sub(owner, 2)
+      if tonumber(redis.call('HGET', p .. 'tokens:' .. owner, host) or '0') > 0 then
+        redis.call('HINCRBY', p .. 'tokens:' .. owner, host, -1)
+        redis.call('HINCRBY', p .. 'closing:' .. owner, host, -1)
+        redis.call('HINCRBY', p .. 'conns', host, -1)
+        local clock = redis.call('TIME')
+        redis.call('HSET', p .. 'conn_freed', host,
+                   clock[1] * 1000 + math.floor(clock[2] / 1000))
+      end
+    end
+    redis.call('HINCRBY', p .. 'owned:' .. owner, host, -1)
+  end
   return host, redis.call('HINCRBY', p .. 'active', host, -1)
+end
+-- A process that left or is gone frees its tokens (its connections are closed).
+local function free_tokens(p, owner)
+  local held = redis.call('HGETALL', p .. 'tokens:' .. owner)
+  for i = 1, #held, 2 do
+    redis.call('HINCRBY', p .. 'conns', held[i], -tonumber(held[i + 1]))
+  end
+  redis.call('DEL', p .. 'tokens:' .. owner, p .. 'closing:' .. owner)
 end
 local function requeue(p, host, member, per_host, active)
   redis.call('ZADD', p .. 'q:' .. host, 0, member)
@@ -59,7 +89,8 @@ return {queued, duplicates}
 TAKE = """
 -- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages,
 --       want, alive_until_ms, take_id
--- Returns {n, id1, payload1, ..., due or false, queued, leases, exhausted}.
+-- Returns {n, id1, payload1, close1, ..., due or false, queued, leases, exhausted};
+-- close: 1 when the request is to close its connection (a token given back).
 -- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
 -- Idempotent: a take sent again with the same take_id (its reply was lost in an outage)
 -- answers the leases it gave the first time (those still held), and takes nothing new.
@@ -81,9 +112,11 @@ if took then
   for id in string.gmatch(took, '[^,]+') do
     local member = redis.call('HGET', p .. 'lease', id)
     if member then
+      local leased_to = redis.call('HGET', p .. 'lease_owner', id) or ''
       reply[1] = reply[1] + 1
       reply[#reply + 1] = tonumber(id)
       reply[#reply + 1] = string.sub(member, string.find(member, '|', 1, true) + 1)
+      reply[#reply + 1] = string.sub(leased_to, 1, 1) == '!' and 1 or 0
     end
   end
   return tail(reply)
@@ -91,10 +124,6 @@ end
 redis.call('ZADD', p .. 'alive', alive_until, owner)
 if redis.call('ZSCORE', p .. 'procs', owner) == false then
   redis.call('ZADD', p .. 'procs', redis.call('INCR', p .. 'proc_seq'), owner)
-end
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', p .. 'alive', '-inf', now)) do
-  redis.call('ZREM', p .. 'alive', gone)
-  redis.call('ZREM', p .. 'procs', gone)
 end
 local n = redis.call('ZCARD', p .. 'procs')
 local rank = redis.call('ZRANK', p .. 'procs', owner)
@@ -120,9 +149,32 @@ do
     if taken >= want then break end
     local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
     local mine = tonumber(redis.call('HGET', p .. 'owned:' .. owner, host) or '0')
+    local share = share_of(host)
     local popped = nil
-    if active < per_host and mine < share_of(host) then
-      popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
+    local close = 0
+    if active < per_host and mine < share then
+      -- a token for the connection: one to spare, else a free one
+      local tokens = tonumber(redis.call('HGET', p .. 'tokens:' .. owner, host) or '0')
+      local usable = tokens - tonumber(redis.call('HGET', p .. 'closing:' .. owner, host) or '0')
+      local acquired = false
+      if mine >= usable and tonumber(redis.call('HGET', p .. 'conns', host) or '0') < per_host
+          and tonumber(redis.call('HGET', p .. 'conn_freed', host) or '0') <= now - 100 then
+        acquired = true
+        usable = usable + 1
+      end
+      if mine < usable then
+        popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
+        if popped[1] then
+          if acquired then
+            redis.call('HINCRBY', p .. 'tokens:' .. owner, host, 1)
+            redis.call('HINCRBY', p .. 'conns', host, 1)
+          end
+          if usable > share then  -- more tokens than the share: give one back
+            close = 1
+            redis.call('HINCRBY', p .. 'closing:' .. owner, host, 1)
+          end
+        end
+      end
     end
     if popped and popped[1] then
       active = redis.call('HINCRBY', p .. 'active', host, 1)
@@ -134,7 +186,7 @@ do
       redis.call('ZADD', p .. 'leases', expiry, id)
       redis.call('HSET', p .. 'lease', id, popped[1])
       redis.call('HSET', p .. 'lease_host', id, host)
-      redis.call('HSET', p .. 'lease_owner', id, owner)
+      redis.call('HSET', p .. 'lease_owner', id, close == 1 and '!' .. owner or owner)
       if active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
         redis.call('ZREM', p .. 'ready', host)
       else
@@ -145,6 +197,7 @@ do
       taken = taken + 1
       reply[#reply + 1] = id
       reply[#reply + 1] = payload
+      reply[#reply + 1] = close
     elseif active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
       redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
     end  -- else: this process's share is used; the host stays ready for the others
@@ -153,7 +206,7 @@ end
 reply[1] = taken
 if taken > 0 then
   local ids = {}
-  for i = 2, #reply, 2 do ids[#ids + 1] = reply[i] end
+  for i = 2, #reply, 3 do ids[#ids + 1] = reply[i] end
   redis.call('SET', took_key, table.concat(ids, ','), 'PX', 600000)
 end
 return tail(reply)
@@ -207,8 +260,14 @@ return 1
 """
 
 REAP = _END_LEASE + """
--- Return expired leases (their process died or stalled) to their queues.
+-- Return expired leases (their process died or stalled) to their queues; forget the
+-- processes gone (their `alive` expired) and free their tokens.
 local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', p .. 'alive', '-inf', now)) do
+  redis.call('ZREM', p .. 'alive', gone)
+  redis.call('ZREM', p .. 'procs', gone)
+  free_tokens(p, gone)
+end
 local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
   local member = redis.call('HGET', p .. 'lease', id)
@@ -223,16 +282,24 @@ return #expired
 
 RENEW = """
 -- ARGV: prefix, lease expiry, alive_until, owner, lease ids...
+-- Also how a process joins the crawl (at open, before its first take, so that the
+-- others' shares make room for it at once) or joins again after it was taken for gone.
 local p, expiry = ARGV[1], tonumber(ARGV[2])
 redis.call('ZADD', p .. 'alive', tonumber(ARGV[3]), ARGV[4])
+if redis.call('ZSCORE', p .. 'procs', ARGV[4]) == false then
+  redis.call('ZADD', p .. 'procs', redis.call('INCR', p .. 'proc_seq'), ARGV[4])
+end
 for i = 5, #ARGV do redis.call('ZADD', p .. 'leases', 'XX', expiry, ARGV[i]) end
 return 1
 """
 
-LEAVE = """
--- A process that ends leaves the share count at once (ARGV: prefix, owner).
-redis.call('ZREM', ARGV[1] .. 'alive', ARGV[2])
-redis.call('ZREM', ARGV[1] .. 'procs', ARGV[2])
-redis.call('DEL', ARGV[1] .. 'owned:' .. ARGV[2])
+LEAVE = _END_LEASE + """
+-- A process that ends leaves the share count at once and frees its tokens
+-- (ARGV: prefix, owner).
+local p, owner = ARGV[1], ARGV[2]
+redis.call('ZREM', p .. 'alive', owner)
+redis.call('ZREM', p .. 'procs', owner)
+redis.call('DEL', p .. 'owned:' .. owner)
+free_tokens(p, owner)
 return 1
 """

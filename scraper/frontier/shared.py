@@ -145,6 +145,9 @@ class RedisFrontier:
         self._last_counts = {"queued": 0, "leases": 0, "seen": 0}
         self.round_trips = 0
         self._take_ids = itertools.count(1)
+        now = self._now_ms()  # join the crawl: the others' shares make room at once
+        self._script(self._renew_script, [now + self._lease_ms, now + self._lease_ms,
+                                          self._owner])
         self._heartbeat = threading.Thread(target=self._beat, name="scraper-redis-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
@@ -282,10 +285,13 @@ class RedisFrontier:
         count = int(reply[0])
         requests = []
         for i in range(count):
-            lease_id = int(reply[1 + 2 * i])
-            requests.append(load_request(self._spider, reply[2 + 2 * i].decode()[1:],
-                                         lease_id))
-        due, queued, leases, exhausted = reply[1 + 2 * count:]
+            lease_id, payload, close = reply[1 + 3 * i:4 + 3 * i]
+            request = load_request(self._spider, payload.decode()[1:], int(lease_id))
+            if close:  # this process gives a connection to the host back (see TAKE)
+                request.headers = {**(request.headers or {}), "Connection": "close"}
+                self._stats.inc("connections_given_back")
+            requests.append(request)
+        due, queued, leases, exhausted = reply[1 + 3 * count:]
         with self._lock:
             self._held.update(r.store_id for r in requests if r.store_id is not None)
         return requests, due, int(queued), int(leases), int(exhausted)
