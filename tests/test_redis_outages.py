@@ -210,3 +210,60 @@ def test_connections_to_a_host_stay_within_per_host_across_processes(
         "connections_given_back", 0) for out in outputs)
     assert given_back <= 2
     assert server.connections_accepted <= 4 + given_back
+
+
+SECRET = "s3cr3t-pa55"
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> object:
+    directory = tmp_path / "redis-tls"
+    directory.mkdir()
+    server = RedisServer(directory, tls=True, users=(
+        "user default off",
+        f"user crawler on >{SECRET} ~* &* +@all",
+    )).start()
+    yield server
+    server.stop()
+
+
+def test_rediss_with_an_acl_user_and_the_password_shown_nowhere(
+        server: FaultServer, tmp_path: Path, tls_redis: RedisServer) -> None:
+    from servers import self_signed_cert
+
+    ca = self_signed_cert()[0]
+    url = (f"rediss://crawler:{SECRET}@127.0.0.1:{tls_redis.port}/0?ssl_ca_certs={ca}")
+    ring_site(server, 20, wait=0)
+    spider = write_site_spider(tmp_path / "site.py", server.url("/0"))
+    out = tmp_path / "items.jsonl"
+    log_file = tmp_path / "crawl.log"
+    crawl = start(spider, url, out, "--log-file", str(log_file), "--log-level", "debug")
+    stdout, stderr = crawl.communicate(timeout=60)
+    assert crawl.returncode == 0, stderr.decode()[-3000:]
+    assert len(out.read_text().splitlines()) == 20
+    assert len(list(drain_items(url, "site"))) == 20  # the stream, over TLS
+
+    def scraper(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scraper", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    shown = [stdout.decode(), stderr.decode(), log_file.read_text(),
+             out.with_suffix(".stats.json").read_text()]
+    for args in (["status", "--backend", url, "--name", "site", "--json"],
+                 ["settings", "-s", f"frontier.backend={url!r}"],
+                 ["settings", "--json", "-s", f"frontier.backend={url!r}"]):
+        done = scraper(*args)
+        assert done.returncode == 0, done.stderr
+        shown += [done.stdout, done.stderr]
+    assert json.loads(shown[-6])["items"] == 20  # `scraper status` read it
+    assert "crawler:***@" in shown[-4]  # the settings show the URL, masked
+    # Wrong password, and a server that is not there: errors name the URL, masked.
+    for bad in (url.replace(SECRET, SECRET + "x"),
+                url.replace(str(tls_redis.port), "1")):
+        done = scraper("crawl", str(spider), "-s", f"frontier.backend={bad!r}")
+        assert done.returncode != 0 and "cannot reach Redis" in done.stderr, done.stderr
+        shown += [done.stdout, done.stderr]
+        done = scraper("status", "--backend", bad, "--name", "site")
+        assert done.returncode != 0
+        shown += [done.stdout, done.stderr]
+    assert not [text for text in shown if SECRET in text]

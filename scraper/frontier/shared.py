@@ -162,7 +162,8 @@ class RedisFrontier:
         """Run `call` (one round trip); ride out an outage for up to the grace."""
         attempt = 0
         while True:
-            self.round_trips += 1
+            with self._lock:
+                self.round_trips += 1
             try:
                 result = call()
             except redis.exceptions.NoScriptError:
@@ -433,6 +434,7 @@ class RedisFrontier:
                 self._script(self._leave_script, [self._owner], retry=False)
             except StoreError as exc:
                 log.debug("could not leave the crawl's process list: %s", exc)
+        self._stats.inc("redis_round_trips", self.round_trips)  # heartbeat's included
         if self._finished and self._cleanup:
             try:
                 self.cleanup()
