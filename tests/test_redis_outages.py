@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import sys
 import time
@@ -95,8 +96,9 @@ def test_redis_gone_past_the_grace_stops_cleanly_then_resumes(
     assert server.wait_for_requests(20, timeout=30)
     redis_server.stop()
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1, stderr.decode()[-3000:]
-    assert b"frontier.outage_grace" in stderr
+    first_log = stderr.decode()
+    assert process.returncode == 1, first_log[-3000:]
+    assert "frontier.outage_grace" in first_log
     stats = json.loads(first.with_suffix(".stats.json").read_text())
     assert stats["finish_reason"] == "error"
     assert first.exists() and not list(tmp_path.glob("*.part"))  # finalised
@@ -108,10 +110,15 @@ def test_redis_gone_past_the_grace_stops_cleanly_then_resumes(
     assert process.returncode == 0, stderr.decode()[-3000:]
 
     urls = {server.url(f"/{i}") for i in range(pages)}
-    items = written([first, second])
-    assert set(items) == urls and max(items.values()) == 1
     stream = in_stream(redis_server.url)
-    assert set(stream) == urls and max(stream.values()) == 1
+    assert set(stream) == urls and max(stream.values()) == 1  # the stream: exactly once
+    items = written([first, second])
+    assert max(items.values()) == 1  # no item written twice
+    # An ack whose reply Redis never sent (it was stopping) may have been applied: its
+    # item is then in the stream only. The first process names every such ack.
+    unconfirmed = set(re.findall(r"ack of (\S+) not confirmed", first_log))
+    assert urls - set(items) <= unconfirmed
+    assert len(unconfirmed) <= 4  # at most the requests in flight (crawl.workers)
 
 
 class _Spider:
@@ -267,3 +274,27 @@ def test_rediss_with_an_acl_user_and_the_password_shown_nowhere(
         assert done.returncode != 0
         shown += [done.stdout, done.stderr]
     assert not [text for text in shown if SECRET in text]
+
+
+def test_scripts_lost_with_a_restart_are_loaded_again(redis_url: str) -> None:
+    import redis
+
+    from scraper.frontier import Outcome
+    from scraper.request import Request
+
+    frontier = open_frontier(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        frontier.add([Request(f"http://a.test/{i}") for i in range(2)])
+        first = frontier.next()
+        assert first is not None
+        client.script_flush()  # what a restart does to the script cache
+        assert frontier.finish(first, Outcome(items=({"n": 1},))) == [{"n": 1}]
+        second = frontier.next()
+        assert second is not None and second.url == "http://a.test/1"
+        counts = status(redis_url, "t")
+        assert counts["requests_done"] == 1 and counts["leases"] == 1
+    finally:
+        client.close()
+        frontier.stop()
+        frontier.close()

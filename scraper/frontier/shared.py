@@ -10,13 +10,17 @@ limits hold for the whole crawl rather than per process:
   flight, delay between starts. `crawl.per_host` and `crawl.delay` (and robots.txt
   Crawl-delay) are enforced in `take`; `started` counts first attempts against
   `crawl.max_pages`.
-- `procs` / `alive` / `owned:{owner}`: the live processes and each one's requests in
-  flight per origin: a process takes at most its share of `per_host` for an origin, so
-  the connections of all processes to an origin stay within `per_host`.
+- `procs` / `alive` / `own:{owner}` / `conns`: the live processes, each one's requests
+  in flight and connection tokens per origin: a process takes at most its share of
+  `per_host` for an origin, and holds at most as many connections as it has tokens, so
+  the connections of all processes to an origin stay within `per_host`; one holding more
+  than its share gives connections back (`Connection: close`). See `redis_scripts`.
 - `seen` (set): fingerprints, for dedup across all processes.
-- `leases` (sorted set: lease id -> expiry), `lease` / `lease_host` / `lease_owner`
-  (hashes): a request handed out is leased with a visibility timeout that its process
-  renews while it works; `reap` returns expired leases (a process died) to their queues.
+- `leases` (sorted set: lease id -> expiry), `lease` (hash: id -> host, owner, request):
+  a request handed out is leased with a visibility timeout that its process renews while
+  it works; `reap` returns expired leases (a process died) to their queues. A take is
+  idempotent too (`took:{take id}`): resent after a lost reply, it hands out what it
+  took the first time.
 - `items` (stream): items are added in the same script that acknowledges their request,
   so after any crash each item is in the stream exactly once; `scraper export` drains it.
   An ack is idempotent (`acked:{id}`), so one resent after a lost reply changes nothing.
@@ -135,6 +139,10 @@ class RedisFrontier:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._stop_event = threading.Event()
+        # Workers with nothing to take wait for this process's own changes (a request
+        # finished here: its slot is free, its children queued) rather than for the poll.
+        self._changed = threading.Condition(threading.Lock())
+        self._generation = 0
         self._closing = threading.Event()
         self._exhausted = False
         self._finished = False
@@ -158,22 +166,39 @@ class RedisFrontier:
 
     # -- the one path to Redis -----------------------------------------------------------
 
-    def _retrying(self, call: Callable[[], T], *, retry: bool = True) -> T:
-        """Run `call` (one round trip); ride out an outage for up to the grace."""
-        attempt = 0
+    def _retrying(self, call: Callable[[], T], *, retry: bool = True,
+                  replay: list[Any] | None = None) -> T:
+        """Run `call` (one round trip); ride out an outage for up to the grace. `replay`:
+        argument lists whose last element becomes "1" when the call is sent again (the
+        scripts then look for what the lost attempt did)."""
+        attempt = reloads = 0
+        reload = False
         while True:
             with self._lock:
                 self.round_trips += 1
             try:
+                if reload:
+                    self._load_scripts()
+                    reload = False
                 result = call()
-            except redis.exceptions.NoScriptError:
-                self._load_scripts()  # Redis restarted without its script cache
+            except redis.exceptions.NoScriptError as exc:
+                # Redis restarted without its script cache. In a pipeline some scripts
+                # may have run (another process was loading them): sent again, the
+                # scripts must look for what they did.
+                reloads += 1
+                if reloads > 5:
+                    raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+                reload = True
+                for args in replay or ():
+                    args[-1] = "1"
                 continue
             except TRANSIENT as exc:
                 if not retry:
                     raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
                 wait = self._outage(exc, attempt)
                 attempt += 1
+                for args in replay or ():
+                    args[-1] = "1"
                 if self._closing.wait(wait):
                     raise StoreError(f"Redis frontier {self._prefix}",
                                      "closed during an outage") from exc
@@ -221,8 +246,10 @@ class RedisFrontier:
         per round trip; a missing script is loaded by `_retrying`."""
         return client.evalsha(script.sha, 0, self._prefix, *args)
 
-    def _script(self, script: Any, args: list[Any], *, retry: bool = True) -> Any:
-        return self._retrying(lambda: self._evalsha(self._redis, script, args), retry=retry)
+    def _script(self, script: Any, args: list[Any], *, retry: bool = True,
+                replayable: bool = False) -> Any:
+        return self._retrying(lambda: self._evalsha(self._redis, script, args), retry=retry,
+                              replay=[args] if replayable else None)
 
     # -- adding --------------------------------------------------------------------------
 
@@ -267,6 +294,8 @@ class RedisFrontier:
         queued = duplicates = 0
         if args is not None:
             queued, duplicates = self._script(self._add_script, args)
+            if int(queued):
+                self._changed_here(int(queued))
         self._sent_now(keys, int(duplicates) + local_duplicates)
         return int(queued)
 
@@ -279,7 +308,7 @@ class RedisFrontier:
         # answers what it took the first time instead of taking more.
         take_id = f"{self._owner}:{next(self._take_ids)}"
         return [now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
-                self._owner, options.max_pages, want, now + self._lease_ms, take_id]
+                self._owner, options.max_pages, want, now + self._lease_ms, take_id, "0"]
 
     def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int]:
         """(requests taken, next due ms or None, queued, leases, exhausted)."""
@@ -302,13 +331,23 @@ class RedisFrontier:
             self._in_flight += 1
         return request
 
+    def _changed_here(self, waking: int) -> None:
+        """Wake up to `waking` workers waiting in `next` (-1: all of them)."""
+        with self._changed:
+            self._generation += 1
+            if waking < 0:
+                self._changed.notify_all()
+            else:
+                self._changed.notify(waking)
+
     def next(self) -> Request | None:
         while not self._stop_event.is_set():
             try:
                 return self._hand_out(self._ahead.popleft())
             except IndexError:
                 pass
-            reply = self._script(self._take_script, self._take_args(1))
+            generation = self._generation
+            reply = self._script(self._take_script, self._take_args(1), replayable=True)
             requests, due, queued, leases, exhausted = self._taken(reply)
             if requests:
                 self._ahead.extend(requests[1:])
@@ -321,12 +360,15 @@ class RedisFrontier:
                 return None
             now = self._now_ms()
             wait = POLL if not due else min(POLL * 4, max(0.0, (int(due) - now) / 1000))
-            self._stop_event.wait(max(wait, 0.005))
+            self._stats.inc("redis_idle_polls")
+            with self._changed:
+                if self._generation == generation and not self._stop_event.is_set():
+                    self._changed.wait(max(wait, 0.005))
         return None
 
     def _finish_crawl(self) -> None:
         self._finished = True  # `frontier.cleanup`: the keys go at close
-        self._stop_event.set()
+        self.stop()
 
     # -- finishing -----------------------------------------------------------------------
 
@@ -353,7 +395,7 @@ class RedisFrontier:
         if pause:
             pause_until = max(pause_until, now + int(pause * 1000))
         items = outcome.items
-        return [now, self._options.per_host, request.store_id,
+        return [now, self._options.per_host, request.store_id, "0",
                 self._encode(retry) if retry is not None else "",
                 retry.priority if retry is not None else 0, pause_until, delay, len(items),
                 *(json.dumps(item, default=str) for item in items),
@@ -387,13 +429,27 @@ class RedisFrontier:
                     self._evalsha(pipe, self._take_script, take_args)
                 return list(pipe.execute())
 
-            replies = self._retrying(step)
+            # The ack's replay flag is its 4th argument; the take's, its last.
+            ack_flag = [ack_args[3]]
+            replay = [ack_flag] + ([take_args] if take_args is not None else [])
+
+            def step_with_flags() -> list[Any]:
+                ack_args[3] = ack_flag[0]
+                return step()
+
+            try:
+                replies = self._retrying(step_with_flags, replay=replay)
+            except StoreError:
+                self._ack_unknown(request, outcome)
+                raise
             duplicates = int(replies.pop(0)[1]) if add_args is not None else 0
             self._sent_now(keys, duplicates + local_duplicates)
             acked = replies.pop(0)
             if take_args is not None:
                 taken, *_ = self._taken(replies.pop(0))
                 self._ahead.extend(taken)
+            # The slot is free and the children queued: as many workers as may use them.
+            self._changed_here(1 + len(keys))
             if not acked:
                 log.warning("lease of %s had expired: its results were dropped (another "
                             "process runs it again)", request.url)
@@ -405,11 +461,24 @@ class RedisFrontier:
                     self._held.discard(lease_id)
                     self._in_flight -= 1
 
+    def _ack_unknown(self, request: Request, outcome: Outcome) -> None:
+        """Redis went away for good while this ack was out: if Redis applied it before
+        (its reply lost), its items are in the stream but in no process's output, and the
+        request is not run again. No process can know: each such ack is logged (the
+        stream, `scraper export`, has every item exactly once)."""
+        if self._outage_since is None:
+            return
+        self._stats.inc("redis_acks_unknown")
+        log.warning("ack of %s not confirmed before Redis went away: if Redis applied it, "
+                    "its %d item(s) are in the crawl's stream only (scraper export)",
+                    request.url, len(outcome.items))
+
     def export(self, target: str, write: ExportWriter, stream: str = "") -> int:
         raise TypeError("the shared frontier's items are in its stream: `scraper export`")
 
     def stop(self) -> None:
         self._stop_event.set()
+        self._changed_here(-1)
 
     def close(self) -> None:
         self._stop_event.set()
@@ -537,7 +606,8 @@ def status(url: str, name: str) -> dict[str, Any]:
     client = connect(url)
     prefix = key_prefix(name)
     stats = {k.decode(): int(v) for k, v in client.hgetall(prefix + "stats").items()}
-    owners = client.hvals(prefix + "lease_owner")
+    owners = [record.split(b"\n", 2)[1].lstrip(b"!")
+              for record in client.hvals(prefix + "lease")]
     return {
         "crawl": name,
         "queued": int(client.get(prefix + "queued") or 0),
