@@ -174,62 +174,71 @@ local reply = {0}
 local taken = 0
 local hosts = redis.call('ZRANGEBYSCORE', p .. 'ready', '-inf', now, 'LIMIT', 0, 64)
 for _, host in ipairs(hosts) do
-  if taken >= want then break end
-  local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
-  local popped = nil
-  local close = 0
-  if active < per_host then
-    local counts = redis.call('HMGET', own, 'f:' .. host, 't:' .. host, 'c:' .. host)
-    local mine = tonumber(counts[1] or '0')
-    local share = share_of(host)
-    if mine < share then
-      -- a token for the connection: one to spare, else a free one
-      local usable = tonumber(counts[2] or '0') - tonumber(counts[3] or '0')
-      local acquired = false
-      if mine >= usable and tonumber(redis.call('HGET', p .. 'conns', host) or '0') < per_host
-          and tonumber(redis.call('HGET', p .. 'conn_freed', host) or '0') <= now - 100 then
-        acquired = true
-        usable = usable + 1
-      end
-      if mine < usable then
-        popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
-        if popped[1] then
-          if acquired then
-            redis.call('HINCRBY', own, 't:' .. host, 1)
-            redis.call('HINCRBY', p .. 'conns', host, 1)
-          end
-          if usable > share then  -- more tokens than the share: give one back
-            close = 1
-            redis.call('HINCRBY', own, 'c:' .. host, 1)
+  -- several requests from one host in one take when its starts need no spacing
+  local again = true
+  while again and taken < want do
+    again = false
+    if taken > 0 and max_pages > 0
+        and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages then
+      break  -- crawl.max_pages holds for every request taken
+    end
+    local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
+    local popped = nil
+    local close = 0
+    if active < per_host then
+      local counts = redis.call('HMGET', own, 'f:' .. host, 't:' .. host, 'c:' .. host)
+      local mine = tonumber(counts[1] or '0')
+      local share = share_of(host)
+      if mine < share then
+        -- a token for the connection: one to spare, else a free one
+        local usable = tonumber(counts[2] or '0') - tonumber(counts[3] or '0')
+        local acquired = false
+        if mine >= usable and tonumber(redis.call('HGET', p .. 'conns', host) or '0') < per_host
+            and tonumber(redis.call('HGET', p .. 'conn_freed', host) or '0') <= now - 100 then
+          acquired = true
+          usable = usable + 1
+        end
+        if mine < usable then
+          popped = redis.call('ZPOPMIN', p .. 'q:' .. host)
+          if popped[1] then
+            if acquired then
+              redis.call('HINCRBY', own, 't:' .. host, 1)
+              redis.call('HINCRBY', p .. 'conns', host, 1)
+            end
+            if usable > share then  -- more tokens than the share: give one back
+              close = 1
+              redis.call('HINCRBY', own, 'c:' .. host, 1)
+            end
           end
         end
       end
     end
+    if popped and popped[1] then
+      active = redis.call('HINCRBY', p .. 'active', host, 1)
+      redis.call('HINCRBY', own, 'f:' .. host, 1)
+      redis.call('DECR', p .. 'queued')
+      local delay = tonumber(redis.call('HGET', p .. 'delay', host) or default_delay)
+      redis.call('HSET', p .. 'next', host, now + delay)
+      local id = redis.call('INCR', p .. 'lease_seq')
+      redis.call('ZADD', p .. 'leases', expiry, id)
+      redis.call('HSET', p .. 'lease', id,
+                 host .. '\\n' .. (close == 1 and '!' or '') .. owner .. '\\n' .. popped[1])
+      if active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
+        redis.call('ZREM', p .. 'ready', host)
+      else
+        redis.call('ZADD', p .. 'ready', now + delay, host)
+        again = delay <= 0
+      end
+      local payload = payload_of(popped[1])
+      if string.sub(payload, 1, 1) == '1' then redis.call('INCR', p .. 'started') end
+      taken = taken + 1
+      reply[#reply + 1] = id
+      reply[#reply + 1] = payload
+      reply[#reply + 1] = close
+    elseif active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
+      redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
+    end  -- else: this process's share is used; the host stays ready for the others
   end
-  if popped and popped[1] then
-    active = redis.call('HINCRBY', p .. 'active', host, 1)
-    redis.call('HINCRBY', own, 'f:' .. host, 1)
-    redis.call('DECR', p .. 'queued')
-    local delay = tonumber(redis.call('HGET', p .. 'delay', host) or default_delay)
-    redis.call('HSET', p .. 'next', host, now + delay)
-    local id = redis.call('INCR', p .. 'lease_seq')
-    redis.call('ZADD', p .. 'leases', expiry, id)
-    redis.call('HSET', p .. 'lease', id,
-               host .. '\\n' .. (close == 1 and '!' or '') .. owner .. '\\n' .. popped[1])
-    if active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
-      redis.call('ZREM', p .. 'ready', host)
-    else
-      redis.call('ZADD', p .. 'ready', now + delay, host)
-    end
-    local payload = payload_of(popped[1])
-    if string.sub(payload, 1, 1) == '1' then redis.call('INCR', p .. 'started') end
-    taken = taken + 1
-    reply[#reply + 1] = id
-    reply[#reply + 1] = payload
-    reply[#reply + 1] = close
-  elseif active >= per_host or redis.call('ZCARD', p .. 'q:' .. host) == 0 then
-    redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
-  end  -- else: this process's share is used; the host stays ready for the others
 end
 reply[1] = taken
 if taken == 0 then return tail(reply) end

@@ -69,6 +69,7 @@ from .pacing import HostPacing
 log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
+TAKE_AHEAD = 4  # requests an ack may take for workers waiting, besides its own next
 SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
 OUTAGE_FIRST_WAIT = 0.05  # then doubling, with jitter, up to OUTAGE_MAX_WAIT
 OUTAGE_MAX_WAIT = 2.0
@@ -143,6 +144,11 @@ class RedisFrontier:
         # finished here: its slot is free, its children queued) rather than for the poll.
         self._changed = threading.Condition(threading.Lock())
         self._generation = 0
+        self._waiting = 0  # workers waiting in `next`
+        # The last take found a host ready but not for this process (its share or its
+        # connections in use): children queued here are then no work for its idle
+        # workers, only a slot freed is.
+        self._share_used = False
         self._closing = threading.Event()
         self._exhausted = False
         self._finished = False
@@ -294,7 +300,7 @@ class RedisFrontier:
         queued = duplicates = 0
         if args is not None:
             queued, duplicates = self._script(self._add_script, args)
-            if int(queued):
+            if int(queued) and not self._share_used:
                 self._changed_here(int(queued))
         self._sent_now(keys, int(duplicates) + local_duplicates)
         return int(queued)
@@ -349,6 +355,7 @@ class RedisFrontier:
             generation = self._generation
             reply = self._script(self._take_script, self._take_args(1), replayable=True)
             requests, due, queued, leases, exhausted = self._taken(reply)
+            self._share_used = not requests and bool(due) and int(due) <= self._now_ms()
             if requests:
                 self._ahead.extend(requests[1:])
                 return self._hand_out(requests[0])
@@ -358,12 +365,17 @@ class RedisFrontier:
                 self._exhausted = bool(exhausted) and queued > 0
                 self._finish_crawl()
                 return None
+            # Nothing due: poll. A host ready but not for this process (its share or its
+            # connections are in use): its own acks wake it (`_changed`), the others'
+            # are polled for. Else: until the first host is due.
             now = self._now_ms()
-            wait = POLL if not due else min(POLL * 4, max(0.0, (int(due) - now) / 1000))
+            wait = POLL if not due or int(due) <= now else min(POLL * 4, (int(due) - now) / 1000)
             self._stats.inc("redis_idle_polls")
             with self._changed:
                 if self._generation == generation and not self._stop_event.is_set():
+                    self._waiting += 1
                     self._changed.wait(max(wait, 0.005))
+                    self._waiting -= 1
         return None
 
     def _finish_crawl(self) -> None:
@@ -418,7 +430,11 @@ class RedisFrontier:
             # Taking ahead saves a round trip; with a politeness delay it would let a
             # request start later than its lease's time, and the next one on time.
             take = not self._stop_event.is_set() and not self._ahead and not self._paced
-            take_args = self._take_args(1) if take else None
+            # Taken with the ack: the next request of this worker, and one for each
+            # worker waiting in `next` (a few), which then makes no round trip of its own.
+            with self._changed:
+                waiting = self._waiting
+            take_args = self._take_args(1 + min(waiting, TAKE_AHEAD)) if take else None
 
             def step() -> list[Any]:
                 pipe = self._redis.pipeline(transaction=False)
@@ -448,8 +464,12 @@ class RedisFrontier:
             if take_args is not None:
                 taken, *_ = self._taken(replies.pop(0))
                 self._ahead.extend(taken)
-            # The slot is free and the children queued: as many workers as may use them.
-            self._changed_here(1 + len(keys))
+            else:
+                taken = []
+            if take_args is None:  # its slot is free, its children queued: wake workers
+                self._changed_here(1 + len(keys))
+            elif len(taken) > 1:  # taken for workers waiting: wake them
+                self._changed_here(len(taken) - 1)
             if not acked:
                 log.warning("lease of %s had expired: its results were dropped (another "
                             "process runs it again)", request.url)
