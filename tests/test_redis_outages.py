@@ -249,6 +249,8 @@ def test_rediss_with_an_acl_user_and_the_password_shown_nowhere(
     assert crawl.returncode == 0, stderr.decode()[-3000:]
     assert len(out.read_text().splitlines()) == 20
     assert len(list(drain_items(url, "site"))) == 20  # the stream, over TLS
+    unverified = f"rediss://crawler:{SECRET}@127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none"
+    assert len(list(drain_items(unverified, "site"))) == 20
 
     def scraper(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "scraper", *args], capture_output=True,
