@@ -197,6 +197,12 @@ class Run:
         return self._stat_sum("connections_opened")
 
     @property
+    def round_trips(self) -> int | None:
+        """Round trips to Redis the crawl processes made (their `redis_round_trips`
+        stat: takes, acks with children and the next take, adds, heartbeats, retries)."""
+        return None if self.label == "memory" else self._stat_sum("redis_round_trips")
+
+    @property
     def crawler_requests(self) -> int | None:
         """Requests the crawl processes say they sent (their stats)."""
         return self._stat_sum("requests")
@@ -261,6 +267,7 @@ class Run:
             "nginx_cpu_s_per_1000_pages": _round(self.per_1000(self.nginx_cpu_s), 3),
             "script_calls_per_page": _round(self.per_page(self.script_calls), 3),
             "commands_per_page": _round(self.per_page(self.commands), 3),
+            "round_trips_per_page": _round(self.per_page(self.round_trips), 3),
             "connections_opened": self.connections_opened,
             "crawler_requests": self.crawler_requests,
             "nginx_disturbed": self.disturbed,
@@ -695,7 +702,7 @@ def print_report(runs: list[Run], header: list[str]) -> None:
     rows: list[tuple[str, ...]] = [(
         "run", "pages", "wall s", "pages/s", "CPU s/1k crawl", "CPU s/1k redis",
         "CPU s/1k nginx", "peak RSS MB", "TCP conns", "srv requests", "dup reqs",
-        "scripts/page", "cmds/page", "load", "pages per process")]
+        "scripts/page", "RT/page", "cmds/page", "load", "pages per process")]
     for r in runs:
         mark = "*" if r.disturbed else ""
         rows.append((
@@ -705,7 +712,8 @@ def print_report(runs: list[Run], header: list[str]) -> None:
             fmt(max((p.peak_rss_mb for p in r.procs), default=None), 1),
             f"{r.server.connections:,}{mark}", f"{r.server.requests:,}{mark}",
             f"{r.server.duplicates:,}{mark}", fmt(r.per_page(r.script_calls), 2),
-            fmt(r.per_page(r.commands), 2), fmt(r.load_average, 2),
+            fmt(r.per_page(r.round_trips), 2), fmt(r.per_page(r.commands), 2),
+            fmt(r.load_average, 2),
             "/".join(str(p.pages) for p in r.procs)))
     print_table(rows)
     if any(r.disturbed for r in runs):
@@ -872,7 +880,10 @@ def main(argv: list[str] | None = None) -> int:
         "wall s: first process start to last exit (interpreter start-up included); "
         "CPU s/1k: CPU seconds per 1,000 pages of all crawl processes / redis-server / "
         "nginx's worker; scripts/page: evalsha+eval calls (INFO commandstats) per page, the "
-        "processes' round trips for take/add/ack/renew/reap; cmds/page: "
+        "processes' script calls for take/add/ack/renew/reap (several in one round trip "
+        "when pipelined); RT/page: the processes' round trips to Redis per page "
+        "(redis_round_trips stat); TCP conns: distinct connections nginx saw (one host); "
+        "cmds/page: "
         "total_commands_processed (INFO stats) per page, commands run inside scripts "
         "included; load: 1-minute load average at the end of the run.",
     ]

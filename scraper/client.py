@@ -351,8 +351,8 @@ class _LongestIdleFirstQueue(queue.Queue):  # type: ignore[type-arg]
         return len(self.queue) + self._placeholders
 
     def _put(self, item: Any) -> None:
-        if item is None:
-            self._placeholders += 1
+        if item is None or getattr(item, "sock", True) is None:  # never opened, or closed
+            self._placeholders += 1  # reopened only when no open one is idle
         else:
             self.queue.append(item)
 

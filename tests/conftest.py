@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,43 +66,94 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server process on a free loopback port, with no persistence."""
+    """A real redis-server on a free loopback port, with its files in `directory`; it can
+    be stopped and started again on the same port and directory (an outage). `aof`:
+    append-only file fsynced on every write, so a restart loses nothing. `tls`: serve
+    TLS only (the port is then a `--tls-port`), with `tests/servers.py`'s self-signed
+    certificate. `users`: ACL lines (`user NAME on >PASSWORD ~* &* +@all`)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, aof: bool = False, tls: bool = False,
+                 users: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI"):
                 pytest.fail("redis-server is not installed: .ci/run installs it")
             pytest.skip("redis-server is not installed")
-        port = free_port()
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.process.stdout is not None
-        for line in self.process.stdout:  # wait for the server to say it is ready
-            if b"Ready to accept connections" in line:
-                break
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.aof = aof
+        self.tls = tls
+        self.users = users
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = directory / f"redis-{self.port}.log"
+
+    def command(self) -> list[str]:
+        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--dir",
+                str(self.directory), "--logfile", str(self.log)]
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
-            pytest.fail("redis-server did not start")
+            args += ["--appendonly", "no"]
+        if self.tls:
+            from servers import self_signed_cert
+
+            cert, key = self_signed_cert()
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                     "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        if self.users:
+            acl = self.directory / f"users-{self.port}.acl"
+            acl.write_text("".join(line + "\n" for line in self.users))
+            args += ["--aclfile", str(acl)]
+        return args
+
+    def start(self) -> RedisServer:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # its log says when it accepts connections
+            text = self.log.read_text(errors="replace")[offset:] if self.log.exists() else ""
+            if "Ready to accept connections" in text:
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        pytest.fail(f"redis-server did not start: {text[-2000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        """SIGTERM: Redis fsyncs its append-only file and exits."""
+        if self.process is not None:
             self.process.terminate()
-        self.process.communicate(timeout=10)
+            self.process.communicate(timeout=20)
+            self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+    """A redis-server with its append-only file on: stop() and start() are an outage."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory, aof=True).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    directory = tmp_path / "redis-plain"
+    directory.mkdir()
+    server = RedisServer(directory).start()
+    yield server.url
+    server.stop()
 
 
 def link_spider(start: str, *, callback_items: bool = True, **attrs: Any) -> type[Spider]:

@@ -10,13 +10,17 @@ limits hold for the whole crawl rather than per process:
   flight, delay between starts. `crawl.per_host` and `crawl.delay` (and robots.txt
   Crawl-delay) are enforced in `take`; `started` counts first attempts against
   `crawl.max_pages`.
-- `procs` / `alive` / `owned:{owner}`: the live processes and each one's requests in
-  flight per origin: a process takes at most its share of `per_host` for an origin, so
-  the connections of all processes to an origin stay within `per_host`.
+- `procs` / `alive` / `own:{owner}` / `conns`: the live processes, each one's requests
+  in flight and connection tokens per origin: a process takes at most its share of
+  `per_host` for an origin, and holds at most as many connections as it has tokens, so
+  the connections of all processes to an origin stay within `per_host`; one holding more
+  than its share gives connections back (`Connection: close`). See `redis_scripts`.
 - `seen` (set): fingerprints, for dedup across all processes.
-- `leases` (sorted set: lease id -> expiry), `lease` / `lease_host` / `lease_owner`
-  (hashes): a request handed out is leased with a visibility timeout that its process
-  renews while it works; `reap` returns expired leases (a process died) to their queues.
+- `leases` (sorted set: lease id -> expiry), `lease` (hash: id -> host, owner, request):
+  a request handed out is leased with a visibility timeout that its process renews while
+  it works; `reap` returns expired leases (a process died) to their queues. A take is
+  idempotent too (`took:{take id}`): resent after a lost reply, it hands out what it
+  took the first time.
 - `items` (stream): items are added in the same script that acknowledges their request,
   so after any crash each item is in the stream exactly once; `scraper export` drains it.
   An ack is idempotent (`acked:{id}`), so one resent after a lost reply changes nothing.
@@ -35,11 +39,11 @@ finish_reason `error`, and running it again resumes it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import random
-import re
 import socket
 import threading
 import time
@@ -48,9 +52,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..errors import ConfigError, StoreError
 from ..request import Request
+from ..settings import mask_password
 from ..stats import Stats
 from ..urls import origin
 from . import redis_scripts as scripts
@@ -62,6 +69,7 @@ from .pacing import HostPacing
 log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
+TAKE_AHEAD = 4  # requests an ack may take for workers waiting, besides its own next
 SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
 OUTAGE_FIRST_WAIT = 0.05  # then doubling, with jitter, up to OUTAGE_MAX_WAIT
 OUTAGE_MAX_WAIT = 2.0
@@ -69,17 +77,14 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnl
 T = TypeVar("T")
 
 
-def mask_password(url: str) -> str:
-    """`redis://user:secret@host` -> `redis://user:***@host`."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
-
-
 def connect(url: str) -> redis.Redis:
     """A client for `url` (redis://, rediss:// with TLS, unix://; ACL user and password
     in the URL), checked with a PING. The password is never shown."""
     try:
+        # No retries inside redis-py: `RedisFrontier._retrying` is the one retrying path,
+        # so that the grace is kept and an outage is reported once.
         client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                      health_check_interval=30)
+                                      health_check_interval=30, retry=Retry(NoBackoff(), 0))
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         message = mask_password(str(exc)) if str(exc) else type(exc).__name__
@@ -136,13 +141,28 @@ class RedisFrontier:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._stop_event = threading.Event()
+        # Workers with nothing to take wait for this process's own changes (a request
+        # finished here: its slot is free, its children queued) rather than for the poll.
+        self._changed = threading.Condition(threading.Lock())
+        self._generation = 0
+        self._waiting = 0  # workers waiting in `next`
+        # The last take found a host ready but not for this process (its share or its
+        # connections in use): children queued here are then no work for its idle
+        # workers, only a slot freed is.
+        self._share_used = False
         self._closing = threading.Event()
         self._exhausted = False
         self._finished = False
         self._paced = options.delay > 0 or options.autothrottle_target > 0
         self._outage_since: float | None = None
+        self._wake_heartbeat = threading.Event()  # renew now: Redis is back, or closing
+        self._reap_from = 0.0  # monotonic: no reaping before (just after an outage)
         self._last_counts = {"queued": 0, "leases": 0, "seen": 0}
         self.round_trips = 0
+        self._take_ids = itertools.count(1)
+        now = self._now_ms()  # join the crawl: the others' shares make room at once
+        self._script(self._renew_script, [now + self._lease_ms, now + self._lease_ms,
+                                          self._owner])
         self._heartbeat = threading.Thread(target=self._beat, name="scraper-redis-heartbeat",
                                            daemon=True)
         self._heartbeat.start()
@@ -153,21 +173,39 @@ class RedisFrontier:
 
     # -- the one path to Redis -----------------------------------------------------------
 
-    def _retrying(self, call: Callable[[], T], *, retry: bool = True) -> T:
-        """Run `call` (one round trip); ride out an outage for up to the grace."""
-        attempt = 0
+    def _retrying(self, call: Callable[[], T], *, retry: bool = True,
+                  replay: list[Any] | None = None) -> T:
+        """Run `call` (one round trip); ride out an outage for up to the grace. `replay`:
+        argument lists whose last element becomes "1" when the call is sent again (the
+        scripts then look for what the lost attempt did)."""
+        attempt = reloads = 0
+        reload = False
         while True:
-            self.round_trips += 1
+            with self._lock:
+                self.round_trips += 1
             try:
+                if reload:
+                    self._load_scripts()
+                    reload = False
                 result = call()
-            except redis.exceptions.NoScriptError:
-                self._load_scripts()  # Redis restarted without its script cache
+            except redis.exceptions.NoScriptError as exc:
+                # Redis restarted without its script cache. In a pipeline some scripts
+                # may have run (another process was loading them): sent again, the
+                # scripts must look for what they did.
+                reloads += 1
+                if reloads > 5:
+                    raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
+                reload = True
+                for args in replay or ():
+                    args[-1] = "1"
                 continue
             except TRANSIENT as exc:
                 if not retry:
                     raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
                 wait = self._outage(exc, attempt)
                 attempt += 1
+                for args in replay or ():
+                    args[-1] = "1"
                 if self._closing.wait(wait):
                     raise StoreError(f"Redis frontier {self._prefix}",
                                      "closed during an outage") from exc
@@ -175,12 +213,20 @@ class RedisFrontier:
             except redis.RedisError as exc:
                 raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
             if self._outage_since is not None:
-                with self._lock:
-                    if self._outage_since is not None:
-                        log.warning("Redis is back after %.1fs",
-                                    time.monotonic() - self._outage_since)
-                        self._outage_since = None
+                self._back()
             return result
+
+    def _back(self) -> None:
+        """Redis answers again: renew this process's leases at once, and reap nobody's
+        for one lease timeout, so that every process has the time to renew its leases
+        before any is taken for expired (their expiry passed during the outage)."""
+        with self._lock:
+            if self._outage_since is None:
+                return
+            log.warning("Redis is back after %.1fs", time.monotonic() - self._outage_since)
+            self._outage_since = None
+            self._reap_from = time.monotonic() + self._lease_ms / 1000
+        self._wake_heartbeat.set()
 
     def _outage(self, exc: Exception, attempt: int) -> float:
         """Note an outage; the wait before the next try, or StoreError past the grace."""
@@ -208,8 +254,10 @@ class RedisFrontier:
         per round trip; a missing script is loaded by `_retrying`."""
         return client.evalsha(script.sha, 0, self._prefix, *args)
 
-    def _script(self, script: Any, args: list[Any], *, retry: bool = True) -> Any:
-        return self._retrying(lambda: self._evalsha(self._redis, script, args), retry=retry)
+    def _script(self, script: Any, args: list[Any], *, retry: bool = True,
+                replayable: bool = False) -> Any:
+        return self._retrying(lambda: self._evalsha(self._redis, script, args), retry=retry,
+                              replay=[args] if replayable else None)
 
     # -- adding --------------------------------------------------------------------------
 
@@ -254,6 +302,8 @@ class RedisFrontier:
         queued = duplicates = 0
         if args is not None:
             queued, duplicates = self._script(self._add_script, args)
+            if int(queued) and not self._share_used:
+                self._changed_here(int(queued))
         self._sent_now(keys, int(duplicates) + local_duplicates)
         return int(queued)
 
@@ -262,8 +312,11 @@ class RedisFrontier:
     def _take_args(self, want: int) -> list[Any]:
         now = self._now_ms()
         options = self._options
+        # The take's own id makes it idempotent: sent again after a lost reply, it
+        # answers what it took the first time instead of taking more.
+        take_id = f"{self._owner}:{next(self._take_ids)}"
         return [now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
-                self._owner, options.max_pages, want, now + self._lease_ms]
+                self._owner, options.max_pages, want, now + self._lease_ms, take_id, "0"]
 
     def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int, int]:
         """(requests taken, next due ms or None, queued, leases, budget spent, queued
@@ -271,10 +324,13 @@ class RedisFrontier:
         count = int(reply[0])
         requests = []
         for i in range(count):
-            lease_id = int(reply[1 + 2 * i])
-            requests.append(load_request(self._spider, reply[2 + 2 * i].decode()[1:],
-                                         lease_id))
-        due, queued, leases, spent, free = reply[1 + 2 * count:]
+            lease_id, payload, close = reply[1 + 3 * i:4 + 3 * i]
+            request = load_request(self._spider, payload.decode()[1:], int(lease_id))
+            if close:  # this process gives a connection to the host back (see TAKE)
+                request.headers = {**(request.headers or {}), "Connection": "close"}
+                self._stats.inc("connections_given_back")
+            requests.append(request)
+        due, queued, leases, spent, free = reply[1 + 3 * count:]
         with self._lock:
             self._held.update(r.store_id for r in requests if r.store_id is not None)
         return requests, due, int(queued), int(leases), int(spent), int(free)
@@ -284,14 +340,25 @@ class RedisFrontier:
             self._in_flight += 1
         return request
 
+    def _changed_here(self, waking: int) -> None:
+        """Wake up to `waking` workers waiting in `next` (-1: all of them)."""
+        with self._changed:
+            self._generation += 1
+            if waking < 0:
+                self._changed.notify_all()
+            else:
+                self._changed.notify(waking)
+
     def next(self) -> Request | None:
         while not self._stop_event.is_set():
             try:
                 return self._hand_out(self._ahead.popleft())
             except IndexError:
                 pass
-            reply = self._script(self._take_script, self._take_args(1))
+            generation = self._generation
+            reply = self._script(self._take_script, self._take_args(1), replayable=True)
             requests, due, queued, leases, spent, free = self._taken(reply)
+            self._share_used = not requests and bool(due) and int(due) <= self._now_ms()
             if requests:
                 self._ahead.extend(requests[1:])
                 return self._hand_out(requests[0])
@@ -305,9 +372,17 @@ class RedisFrontier:
                 self._exhausted = bool(spent) and queued > 0
                 self._finish_crawl()
                 return None
+            # Nothing due: poll. A host ready but not for this process (its share or its
+            # connections are in use): its own acks wake it (`_changed`), the others'
+            # are polled for. Else: until the first host is due.
             now = self._now_ms()
-            wait = POLL if not due else min(POLL * 4, max(0.0, (int(due) - now) / 1000))
-            self._stop_event.wait(max(wait, 0.005))
+            wait = POLL if not due or int(due) <= now else min(POLL * 4, (int(due) - now) / 1000)
+            self._stats.inc("redis_idle_polls")
+            with self._changed:
+                if self._generation == generation and not self._stop_event.is_set():
+                    self._waiting += 1
+                    self._changed.wait(max(wait, 0.005))
+                    self._waiting -= 1
         return None
 
     def allow_domain(self, domain: str) -> None:
@@ -322,7 +397,7 @@ class RedisFrontier:
 
     def _finish_crawl(self) -> None:
         self._finished = True  # `frontier.cleanup`: the keys go at close
-        self._stop_event.set()
+        self.stop()
 
     # -- finishing -----------------------------------------------------------------------
 
@@ -349,7 +424,7 @@ class RedisFrontier:
         if pause:
             pause_until = max(pause_until, now + int(pause * 1000))
         items = outcome.items
-        return [now, self._options.per_host, request.store_id,
+        return [now, self._options.per_host, request.store_id, "0",
                 self._encode(retry) if retry is not None else "",
                 retry.priority if retry is not None else 0, pause_until, delay, len(items),
                 *(json.dumps(item, default=str) for item in items),
@@ -372,7 +447,11 @@ class RedisFrontier:
             # Taking ahead saves a round trip; with a politeness delay it would let a
             # request start later than its lease's time, and the next one on time.
             take = not self._stop_event.is_set() and not self._ahead and not self._paced
-            take_args = self._take_args(1) if take else None
+            # Taken with the ack: the next request of this worker, and one for each
+            # worker waiting in `next` (a few), which then makes no round trip of its own.
+            with self._changed:
+                waiting = self._waiting
+            take_args = self._take_args(1 + min(waiting, TAKE_AHEAD)) if take else None
 
             def step() -> list[Any]:
                 pipe = self._redis.pipeline(transaction=False)
@@ -383,13 +462,31 @@ class RedisFrontier:
                     self._evalsha(pipe, self._take_script, take_args)
                 return list(pipe.execute())
 
-            replies = self._retrying(step)
+            # The ack's replay flag is its 4th argument; the take's, its last.
+            ack_flag = [ack_args[3]]
+            replay = [ack_flag] + ([take_args] if take_args is not None else [])
+
+            def step_with_flags() -> list[Any]:
+                ack_args[3] = ack_flag[0]
+                return step()
+
+            try:
+                replies = self._retrying(step_with_flags, replay=replay)
+            except StoreError:
+                self._ack_unknown(request, outcome)
+                raise
             duplicates = int(replies.pop(0)[1]) if add_args is not None else 0
             self._sent_now(keys, duplicates + local_duplicates)
             acked = replies.pop(0)
             if take_args is not None:
                 taken, *_ = self._taken(replies.pop(0))
                 self._ahead.extend(taken)
+            else:
+                taken = []
+            if take_args is None:  # its slot is free, its children queued: wake workers
+                self._changed_here(1 + len(keys))
+            elif len(taken) > 1:  # taken for workers waiting: wake them
+                self._changed_here(len(taken) - 1)
             if not acked:
                 log.warning("lease of %s had expired: its results were dropped (another "
                             "process runs it again)", request.url)
@@ -401,11 +498,24 @@ class RedisFrontier:
                     self._held.discard(lease_id)
                     self._in_flight -= 1
 
+    def _ack_unknown(self, request: Request, outcome: Outcome) -> None:
+        """Redis went away for good while this ack was out: if Redis applied it before
+        (its reply lost), its items are in the stream but in no process's output, and the
+        request is not run again. No process can know: each such ack is logged (the
+        stream, `scraper export`, has every item exactly once)."""
+        if self._outage_since is None:
+            return
+        self._stats.inc("redis_acks_unknown")
+        log.warning("ack of %s not confirmed before Redis went away: if Redis applied it, "
+                    "its %d item(s) are in the crawl's stream only (scraper export)",
+                    request.url, len(outcome.items))
+
     def export(self, target: str, write: ExportWriter, stream: str = "") -> int:
         raise TypeError("the shared frontier's items are in its stream: `scraper export`")
 
     def stop(self) -> None:
         self._stop_event.set()
+        self._changed_here(-1)
 
     def close(self) -> None:
         self._stop_event.set()
@@ -421,6 +531,7 @@ class RedisFrontier:
                 log.warning("could not hand back %d requests (their leases expire): %s",
                             len(ahead), exc)
         self._closing.set()
+        self._wake_heartbeat.set()
         self._heartbeat.join(timeout=2)
         with self._lock:
             holding = bool(self._held)
@@ -429,6 +540,7 @@ class RedisFrontier:
                 self._script(self._leave_script, [self._owner], retry=False)
             except StoreError as exc:
                 log.debug("could not leave the crawl's process list: %s", exc)
+        self._stats.inc("redis_round_trips", self.round_trips)  # heartbeat's included
         if self._finished and self._cleanup:
             try:
                 self.cleanup()
@@ -439,14 +551,19 @@ class RedisFrontier:
     def _beat(self) -> None:
         """Renew this process's leases and reap expired ones, every third of a timeout."""
         interval = max(self._lease_ms / 3000, 0.05)
-        while not self._closing.wait(interval):
+        while True:
+            self._wake_heartbeat.wait(interval)
+            self._wake_heartbeat.clear()
+            if self._closing.is_set():
+                return
             try:
                 with self._lock:
                     held = list(self._held)
                 now = self._now_ms()
                 self._script(self._renew_script, [now + self._lease_ms, now + self._lease_ms,
                                                   self._owner, *held])
-                self._script(self._reap_script, [now, self._options.per_host])
+                if time.monotonic() >= self._reap_from:
+                    self._script(self._reap_script, [self._now_ms(), self._options.per_host])
             except StoreError as exc:
                 if not self._closing.is_set():
                     log.warning("Redis heartbeat failed: %s", exc)
@@ -476,8 +593,14 @@ class RedisFrontier:
         return value.decode() if value is not None else None
 
     def save_session(self, name: str, value: str) -> None:
+        """Keep a session for the other processes; when Redis is gone for good (past the
+        grace, the crawl is stopping) it is only logged: a session can be opened again,
+        and saving it must not turn a clean stop into a crash."""
         key = self._prefix + "sessions"
-        self._retrying(lambda: self._redis.hset(key, name, value))
+        try:
+            self._retrying(lambda: self._redis.hset(key, name, value))
+        except StoreError as exc:
+            log.warning("session %r not saved in Redis: %s", name, exc)
 
     @property
     def budget_exhausted(self) -> bool:
@@ -520,7 +643,8 @@ def status(url: str, name: str) -> dict[str, Any]:
     client = connect(url)
     prefix = key_prefix(name)
     stats = {k.decode(): int(v) for k, v in client.hgetall(prefix + "stats").items()}
-    owners = client.hvals(prefix + "lease_owner")
+    owners = [record.split(b"\n", 2)[1].lstrip(b"!")
+              for record in client.hvals(prefix + "lease")]
     return {
         "crawl": name,
         "queued": int(client.get(prefix + "queued") or 0),
