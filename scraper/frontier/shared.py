@@ -628,7 +628,8 @@ class RedisFrontier:
         return {**self._last_counts, "in_flight": in_flight}
 
     def queued_left(self) -> int:
-        return self.counts()["queued"]
+        """Queued in Redis, and taken ahead here but not started (handed back at close)."""
+        return self.counts()["queued"] + len(self._ahead)
 
     def cleanup(self) -> None:
         """Delete the crawl's keys but the items stream and the stats."""
