@@ -18,6 +18,15 @@ from .base import Component, Context
 
 def referer_for(page: str, target: str) -> str | None:
     """The Referer a browser sends from `page` to `target` (None: none)."""
+    if page.startswith(("http://", "https://")):  # the common case without parsing:
+        end = page.find("/", page.index("//") + 2)  # a link to the page's own origin
+        if end > 0 and target.startswith(page[:end + 1]) and "@" not in page[:end]:
+            return page.partition("#")[0]
+    return referer_parsed(page, target)
+
+
+def referer_parsed(page: str, target: str) -> str | None:
+    """`referer_for`, the long way: both URLs parsed."""
     try:
         source, dest = urlsplit(page), urlsplit(target)
         source_port, dest_port = source.port, dest.port
