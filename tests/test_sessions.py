@@ -417,6 +417,34 @@ def test_sessions_persist_in_the_jobdir(server: FaultServer, tmp_path: Path) -> 
     assert b"s3ss10n" in state  # kept there, and only there (never in logs or stats)
 
 
+def test_sessions_are_shared_through_redis(server: FaultServer, redis_url: str) -> None:
+    """A crawl shared through Redis keeps its sessions there: another process (here a
+    second crawl of the same shared frontier) is logged in too."""
+    server.add_handler("/login", lambda ex: respond(ex, 200, "<p>in</p>", [
+        ("Set-Cookie", "sid=r3d1s; Path=/; Max-Age=600")]))
+    server.add_handler("/check", lambda ex: respond(ex, 200, "<p>ok</p>"))
+
+    class S(Spider):
+        name = "shared-session"
+
+        def __init__(self, path: str = "/login", **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.start_urls = [server.url(path)]
+
+        def parse(self, response: Any) -> Any:
+            yield {"url": response.url}
+
+    import scraper
+
+    shared = {"frontier.backend": redis_url, "frontier.name": "sessions-test",
+              "crawl.obey_robots": False}
+    scraper.crawl(S, shared)
+    assert "cookie" not in server.requests_for("/login")[0].headers
+    scraper.crawl(S, shared, path="/check")
+    assert cookies_of_header(server.requests_for("/check")[0].headers["cookie"]) == \
+        {"sid": "r3d1s"}
+
+
 def test_callback_retires_its_session(server: FaultServer) -> None:
     served = []
 
