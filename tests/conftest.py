@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import FaultServer
+from servers import Exchange, FaultServer
 
 import scraper
 from scraper import Spider
@@ -201,3 +201,40 @@ def write_site_spider(path: Path, start: str) -> Path:
     for tests that run `scraper crawl` in a subprocess."""
     path.write_text(SITE_SPIDER.format(start=start))
     return path
+
+
+# -- small sites the crawl tests share --------------------------------------------------------
+
+
+def star(server: FaultServer, leaves: int) -> list[str]:
+    """`/` linking to `/p/0` .. `/p/{leaves-1}`, each a page with no links."""
+    links = [f"/p/{i}" for i in range(leaves)]
+    server.add_page("/", links)
+    for link in links:
+        server.add_page(link)
+    return links
+
+
+def slow_star(server: FaultServer, leaves: int, wait: float) -> None:
+    """`star`, each leaf answered after `wait` seconds."""
+    def slow(exchange: Exchange) -> None:
+        exchange.wait(wait)
+        exchange.respond(200, "<html></html>", {"Content-Type": "text/html"})
+
+    server.add_page("/", [f"/p/{i}" for i in range(leaves)])
+    for i in range(leaves):
+        server.add_handler(f"/p/{i}", slow)
+
+
+def ring_site(server: FaultServer, pages: int, wait: float = 0.01) -> None:
+    """Pages /0 .. /{pages-1}, each linking to three others, each answered after `wait`."""
+
+    def page(exchange: Exchange) -> None:
+        i = int(exchange.request.path.strip("/"))
+        exchange.wait(wait)
+        links = "".join(f'<a href="/{(i + k) % pages}">x</a>' for k in (1, 2, 5))
+        exchange.respond(200, f"<html><body>{links}</body></html>",
+                         {"Content-Type": "text/html"})
+
+    for i in range(pages):
+        server.add_handler(f"/{i}", page)

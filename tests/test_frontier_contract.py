@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import crawl, link_spider
+from conftest import crawl, link_spider, slow_star, star
 from servers import Exchange, FaultServer
 
 import scraper
@@ -47,25 +47,6 @@ def paths(server: FaultServer) -> Counter[str]:
 def start_gaps(server: FaultServer, prefix: str = "/") -> list[float]:
     starts = sorted(r.started for r in server.requests if r.path.startswith(prefix))
     return [b - a for a, b in itertools.pairwise(starts)]
-
-
-def star(server: FaultServer, leaves: int) -> list[str]:
-    """`/` linking to `/p/0` .. `/p/{leaves-1}`, each a page with no links."""
-    links = [f"/p/{i}" for i in range(leaves)]
-    server.add_page("/", links)
-    for link in links:
-        server.add_page(link)
-    return links
-
-
-def slow_star(server: FaultServer, leaves: int, wait: float) -> None:
-    def slow(exchange: Exchange) -> None:
-        exchange.wait(wait)
-        exchange.respond(200, "<html></html>", {"Content-Type": "text/html"})
-
-    server.add_page("/", [f"/p/{i}" for i in range(leaves)])
-    for i in range(leaves):
-        server.add_handler(f"/p/{i}", slow)
 
 
 def no_workers_left() -> bool:

@@ -11,22 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_site_spider
-from servers import Exchange, FaultServer
+from conftest import ring_site, write_site_spider
+from servers import FaultServer
 
 from scraper.frontier.shared import drain_items, mark_exported, status
-
-
-def slow_site(server: FaultServer, pages: int, wait: float = 0.01) -> None:
-    def page(exchange: Exchange) -> None:
-        i = int(exchange.request.path.strip("/"))
-        exchange.wait(wait)
-        links = "".join(f'<a href="/{(i + k) % pages}">x</a>' for k in (1, 2, 5))
-        exchange.respond(200, f"<html><body>{links}</body></html>",
-                         {"Content-Type": "text/html"})
-
-    for i in range(pages):
-        server.add_handler(f"/{i}", page)
 
 
 def start(spider: Path, redis_url: str, output: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -45,7 +33,7 @@ def stream_urls(redis_url: str) -> collections.Counter[str]:
 def test_processes_share_one_crawl(server: FaultServer, tmp_path: Path, redis_url: str,
                                    processes: int) -> None:
     pages = 150
-    slow_site(server, pages)
+    ring_site(server, pages)
     spider = tmp_path / "site.py"
     write_site_spider(spider, server.url("/0"))
     outputs = [tmp_path / f"items-{n}.jsonl" for n in range(processes)]
@@ -71,7 +59,7 @@ def test_processes_share_one_crawl(server: FaultServer, tmp_path: Path, redis_ur
 def test_a_killed_process_loses_nothing(server: FaultServer, tmp_path: Path,
                                         redis_url: str) -> None:
     pages = 120
-    slow_site(server, pages, wait=0.02)
+    ring_site(server, pages, wait=0.02)
     spider = tmp_path / "site.py"
     write_site_spider(spider, server.url("/0"))
     lease = ("-s", "frontier.lease_timeout=1")

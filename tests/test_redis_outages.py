@@ -13,24 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer, write_site_spider
-from servers import Exchange, FaultServer
+from conftest import RedisServer, ring_site, write_site_spider
+from servers import FaultServer
 
 from scraper.frontier.shared import drain_items, status
-
-
-def ring_site(server: FaultServer, pages: int, wait: float) -> None:
-    """Pages /0 .. /{pages-1}, each linking to three others, each answered after `wait`."""
-
-    def page(exchange: Exchange) -> None:
-        i = int(exchange.request.path.strip("/"))
-        exchange.wait(wait)
-        links = "".join(f'<a href="/{(i + k) % pages}">x</a>' for k in (1, 2, 5))
-        exchange.respond(200, f"<html><body>{links}</body></html>",
-                         {"Content-Type": "text/html"})
-
-    for i in range(pages):
-        server.add_handler(f"/{i}", page)
 
 
 def start(spider: Path, url: str, output: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RedisServer, crawl, link_spider, write_site_spider
-from servers import Exchange, FaultServer
+from conftest import RedisServer, crawl, link_spider, slow_star, star, write_site_spider
+from servers import FaultServer
 
 from scraper import Request, Spider
 from scraper.api import build_crawler, prepare
@@ -38,22 +38,6 @@ def engine_run(spider: type[Spider], *, outputs: Any = (), **settings: Any) -> C
     dotted = {key.replace("__", "."): value for key, value in settings.items()}
     instance, loaded = prepare(spider, settings=dotted)
     return build_crawler(instance, loaded.settings, outputs=outputs, collect_items=True).run()
-
-
-def star(server: FaultServer, leaves: int) -> None:
-    server.add_page("/", [f"/p/{i}" for i in range(leaves)])
-    for i in range(leaves):
-        server.add_page(f"/p/{i}")
-
-
-def slow_star(server: FaultServer, leaves: int, wait: float) -> None:
-    def slow(exchange: Exchange) -> None:
-        exchange.wait(wait)
-        exchange.respond(200, "<html></html>", {"Content-Type": "text/html"})
-
-    server.add_page("/", [f"/p/{i}" for i in range(leaves)])
-    for i in range(leaves):
-        server.add_handler(f"/p/{i}", slow)
 
 
 def worker_threads() -> list[str]:
