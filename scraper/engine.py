@@ -254,6 +254,14 @@ class Engine:
                 return
             if request is None:
                 return
+            deadline = self.client.deadline if self.client is not None else None
+            if deadline is not None and time.monotonic() >= deadline:
+                # Past the deadline, before the supervisor stopped the frontier (or a
+                # request cancelled at the deadline and handed back, taken again): it
+                # stays queued for a later run, not tried and failed a second time.
+                self._release(request)
+                self.halt("deadline", cancel=True)
+                return
             self.process(request)
 
     def process(self, request: Request) -> None:
