@@ -238,3 +238,13 @@ def ring_site(server: FaultServer, pages: int, wait: float = 0.01) -> None:
 
     for i in range(pages):
         server.add_handler(f"/{i}", page)
+
+
+def hanging_site(server: FaultServer, good: int = 10, hanging: int = 10) -> None:
+    """`/` linking to `good` pages and to `hanging` pages that never answer."""
+    links = [f"/ok/{i}" for i in range(good)] + [f"/hang/{i}" for i in range(hanging)]
+    server.add_page("/", links)
+    for i in range(good):
+        server.add_page(f"/ok/{i}")
+    for i in range(hanging):
+        server.add_hang(f"/hang/{i}")

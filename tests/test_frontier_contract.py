@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import crawl, link_spider, slow_star, star
+from conftest import crawl, hanging_site, link_spider, slow_star, star
 from servers import Exchange, FaultServer
 
 import scraper
@@ -206,17 +206,8 @@ def test_dedup_fetches_every_url_once(server: FaultServer, backend: dict[str, An
 # -- stopping --------------------------------------------------------------------------------
 
 
-def hanging_star(server: FaultServer, good: int, hanging: int) -> None:
-    links = [f"/ok/{i}" for i in range(good)] + [f"/hang/{i}" for i in range(hanging)]
-    server.add_page("/", links)
-    for i in range(good):
-        server.add_page(f"/ok/{i}")
-    for i in range(hanging):
-        server.add_hang(f"/hang/{i}")
-
-
 def test_deadline_cancels_a_hanging_crawl(server: FaultServer, backend: dict[str, Any]) -> None:
-    hanging_star(server, good=2, hanging=3)
+    hanging_site(server, good=2, hanging=3)
     started = time.monotonic()
     result = run(backend, link_spider(server.url("/")), crawl__deadline=1, crawl__per_host=3)
     assert time.monotonic() - started < 3.5  # the deadline, then a second to wind down

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import crawl, link_spider, write_site_spider
+from conftest import crawl, hanging_site, link_spider, write_site_spider
 from servers import Exchange, FaultServer
 
 
@@ -33,15 +33,6 @@ def read_outputs(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     stats = json.loads((tmp_path / "stats.json").read_text())
     return items, stats
-
-
-def hanging_site(server: FaultServer, good: int = 10, hanging: int = 10) -> None:
-    links = [f"/ok/{i}" for i in range(good)] + [f"/hang/{i}" for i in range(hanging)]
-    server.add_page("/", links)
-    for i in range(good):
-        server.add_page(f"/ok/{i}")
-    for i in range(hanging):
-        server.add_hang(f"/hang/{i}")
 
 
 def test_deadline_exits_3_on_time_with_finalised_output(server: FaultServer,
