@@ -33,7 +33,7 @@ def main() -> None:
         requests = [Request(url) for url in urls]
         started = time.perf_counter()
         for k in range(0, N, 100):
-            backing.admit(admission.admit(requests[k:k + 100]))
+            backing.admit(admission.admit(requests[k:k + 100]), 0)
         best = min(best, time.perf_counter() - started)
     print(f"admission + dedup: {N / best:,.0f} links/s, {best / N * 1e6:.2f} us/link")
 

@@ -105,7 +105,8 @@ class Engine:
                 self.frontier.add([first])
                 feeder = StartFeeder(start_requests, self.frontier, self.stats,
                                      trust=self.client.trust,
-                                     allow_hosts=self.spider.allowed_domains is None)
+                                     allow_hosts=self.spider.allowed_domains is None,
+                                     on_fatal=self.fatal)
                 feeder.start()
                 crawled = True
                 self.supervisor.run(started, deadline)
@@ -276,17 +277,18 @@ class Engine:
         except Exception:  # a bug must not kill the worker, leak the slot or lose the URL
             log.exception("internal error processing %s", request.url)
             self.stats.add_failure("internal_error")
+        outcome = ctx.outcome()
         try:
-            kept = self.frontier.finish(request, ctx.outcome())
-        except FatalError as exc:
+            kept = self.frontier.finish(request, outcome)
+        except Exception as exc:
+            if not isinstance(exc, FatalError):
+                log.exception("cannot record the results of %s", request.url)
+                exc = FatalError("frontier", exc)
             self.fatal(exc)
             self._release(request)
-            return
-        except Exception as exc:
-            log.exception("cannot record the results of %s", request.url)
-            self.fatal(FatalError("frontier", exc))
-            self._release(request)
-            return
+            if self.frontier.keeps_unfinished:
+                return  # not committed: the request runs again in a later crawl
+            kept = list(outcome.items)  # nothing else holds them: written all the same
         try:
             if self.frontier.exports_items:
                 self.sink.kept(kept, len(ctx.items))

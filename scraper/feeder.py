@@ -8,7 +8,8 @@ does not end the crawl while the feeder runs (`Frontier.feeding`). As each start
 is read, its host is trusted by the client's address guard and, when the spider sets no
 `allowed_domains`, admitted by the offsite rule. A start request that is not a `Request`
 or whose URL cannot be parsed is logged and counted (`filtered_bad_url`); an exception in
-the spider's generator is logged and ends the feeding, not the crawl.
+the spider's generator is logged and ends the feeding, not the crawl; the frontier's
+store failing (a full disk, Redis gone) stops the crawl (`on_fatal`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .errors import FatalError
 from .frontier import Frontier
 from .request import Request
 from .stats import Stats
 from .urls import BadURL, hostname
 
 log = logging.getLogger(__name__)
+
+
+class _FrontierFailed(Exception):
+    """The frontier's store failed while the feeder added to it (not the spider)."""
+
+    def __init__(self, error: FatalError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 BATCH = 1000
 HIGH_WATER = 10_000  # queued requests above which the feeder waits
@@ -33,12 +43,14 @@ MAX_MEMO = 100_000  # origins whose host is remembered
 
 class StartFeeder:
     def __init__(self, requests: Iterator[Any], frontier: Frontier, stats: Stats, *,
-                 trust: Callable[[str], None], allow_hosts: bool) -> None:
+                 trust: Callable[[str], None], allow_hosts: bool,
+                 on_fatal: Callable[[FatalError], None] | None = None) -> None:
         self._requests = requests
         self._frontier = frontier
         self._stats = stats
         self._trust = trust
         self._allow_hosts = allow_hosts
+        self._on_fatal = on_fatal
         self._hosts: dict[str, str] = {}  # the URL's origin as written -> its host
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scraper-start-feeder",
@@ -96,15 +108,25 @@ class StartFeeder:
                     continue
                 batch.append(item)
                 if len(batch) >= BATCH:
-                    self._frontier.add(batch)
+                    self._add(batch)
                     batch = []
                     self._wait_for_room()
             if batch and not self._stop.is_set():
-                self._frontier.add(batch)
+                self._add(batch)
+        except _FrontierFailed as failed:  # the crawl's fault, not the spider's
+            if self._on_fatal is None:
+                raise failed.error from None
+            self._on_fatal(failed.error)
         except Exception:
             log.exception("start_requests() raised: no more start requests")
         finally:
             self._frontier.feeding(False)
+
+    def _add(self, batch: list[Request]) -> None:
+        try:
+            self._frontier.add(batch)
+        except FatalError as exc:
+            raise _FrontierFailed(exc) from exc
 
     def _wait_for_room(self) -> None:
         while not self._stop.is_set() and self._frontier.counts()["queued"] >= HIGH_WATER:

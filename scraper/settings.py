@@ -286,6 +286,9 @@ class FrontierSettings(_Section):
     lease_timeout: Duration = Field(30.0, gt=0)
     outage_grace: Duration = Field(60.0, ge=0)
     cleanup: bool = False
+    memory_queue: int = Field(250_000, ge=0)
+    memory_seen: int = Field(2_000_000, ge=0)
+    spill_dir: str = ""
 
 
 class JobSettings(_Section):

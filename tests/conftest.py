@@ -248,3 +248,16 @@ def hanging_site(server: FaultServer, good: int = 10, hanging: int = 10) -> None
         server.add_page(f"/ok/{i}")
     for i in range(hanging):
         server.add_hang(f"/hang/{i}")
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (needs root; skipped where it cannot be mounted)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

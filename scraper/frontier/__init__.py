@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..stats import Stats
 from .base import RELEASE, ROBOTS_META, Frontier, FrontierOptions, Outcome
 from .jobstore import JobStore
 from .local import LocalFrontier, MemoryBacking, StoreBacking
+from .spill import SpillFile
 
 __all__ = ["RELEASE", "ROBOTS_META", "Frontier", "FrontierOptions", "JobStore", "Outcome",
            "open_frontier", "open_jobstore"]
@@ -61,4 +63,12 @@ def open_frontier(settings: Settings, spider: Any, stats: Stats,
     if store is not None:
         store.strip_session_ids = options.strip_session_ids
         return LocalFrontier(options, stats, StoreBacking(store))
-    return LocalFrontier(options, stats, MemoryBacking(options.strip_session_ids))
+    section = settings.frontier
+    if section.spill_dir and not os.path.isdir(section.spill_dir):
+        raise ConfigError(f"frontier.spill_dir = {section.spill_dir!r}: not a directory")
+    spill = None
+    if section.memory_queue or section.memory_seen:
+        spill = SpillFile(spider, section.spill_dir)
+    return LocalFrontier(options, stats, MemoryBacking(
+        options.strip_session_ids, spill=spill, memory_queue=section.memory_queue,
+        memory_seen=section.memory_seen, stats=stats))

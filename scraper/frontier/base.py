@@ -24,6 +24,22 @@ Item = dict[str, Any]
 ExportWriter = Callable[[Iterator[Item], bool], None]
 
 
+def uses_budget(request: Request) -> bool:
+    """A first attempt, not a redirect's hop: it counts against `crawl.max_pages`."""
+    return request.attempt == 1 and not request.redirect_chain
+
+
+def is_plain(request: Request) -> bool:
+    """A GET its URL, depth and Referer fully describe (most followed links): frontiers
+    keep it in that form."""
+    return (request.callback is None and request.priority == 0 and request.method == "GET"
+            and not request.meta and request.headers is None and request.body is None
+            and request.errback is None and not request.dont_filter and request.attempt == 1
+            and not request.redirect_chain and request.store_id is None
+            and request.cb_kwargs is None and request.timeout is None
+            and request.cookies is None and request.session is None)  # referer: kept
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What handling one request left for the frontier; built once, never changed.
@@ -109,6 +125,10 @@ class Frontier(Protocol):
     exports_items: bool
     """True: `finish` keeps items durably with the ack and outputs are written from the
     frontier by `export` at the end. False: the engine writes the items it is given back."""
+
+    keeps_unfinished: bool
+    """True: a request whose `finish` failed stays stored and runs again in a later crawl,
+    so the engine must not write its items now. False (memory): nothing else holds them."""
 
     serializes_requests: bool
     """True: requests are stored as text (`codec`), so callbacks must be spider methods

@@ -40,14 +40,25 @@ from ..request import Request
 from ..stats import Stats
 from ..urls import origin
 from .admission import Admission
-from .base import ROBOTS_META, ConnectionPool, ExportWriter, FrontierOptions, Item, Outcome
+from .base import (
+    ROBOTS_META,
+    ConnectionPool,
+    ExportWriter,
+    FrontierOptions,
+    Item,
+    Outcome,
+    is_plain,
+    uses_budget,
+)
 from .codec import fingerprint
 from .jobstore import JobStore
 from .pacing import HostPacing
-from .seen import SeenSet
+from .seen import SeenSet, key_hash
+from .spill import SpillFile
 
 STORE_LOW_WATER = 1000  # a durable frontier's requests held in memory: refilled below this
 STORE_BATCH = 1000
+MAX_REFILL = 10_000  # spilled requests brought back into memory at a time
 MAX_IDLE_HOSTS = 10_000  # hosts with nothing to do whose state is kept
 
 
@@ -83,69 +94,139 @@ class _Host:
                     or self.robots_request is not None or self.scheduled)
 
 
-def _uses_budget(request: Request) -> bool:
-    """A first attempt, not a redirect's hop: it counts against `crawl.max_pages`."""
-    return request.attempt == 1 and not request.redirect_chain
-
-
-def _is_plain(request: Request) -> bool:
-    """A request fully described by its URL and depth (see `_Host.plain`)."""
-    return (request.callback is None and request.priority == 0 and request.method == "GET"
-            and not request.meta and request.headers is None and request.body is None
-            and request.errback is None and not request.dont_filter and request.attempt == 1
-            and not request.redirect_chain and request.store_id is None
-            and request.cb_kwargs is None and request.timeout is None
-            and request.cookies is None and request.session is None)  # referer: kept
-
-
 class Backing(Protocol):
     """Where a local frontier remembers what it has seen and, if durable, its queue."""
 
     durable: bool
+    low_water: int  # `refill` is called when fewer requests than this are in memory
+    batch: int  # requests asked of `refill` at a time
 
-    def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
-        """(requests to queue in memory now, duplicates)."""
+    def admit(self, requests: list[Request], in_memory: int) -> tuple[list[Request], int]:
+        """(requests to queue in memory now, duplicates); `in_memory`: requests queued in
+        memory already."""
 
-    def commit(self, request: Request, outcome: Outcome, children: list[Request]
-               ) -> tuple[list[Request], int, list[Item]]:
+    def commit(self, request: Request, outcome: Outcome, children: list[Request],
+               in_memory: int) -> tuple[list[Request], int, list[Item]]:
         """Store the outcome; (children to queue in memory now, duplicates, items kept)."""
+
+    @property
+    def refills(self) -> bool:
+        """Whether requests wait outside memory for `refill`."""
 
     def refill(self, limit: int) -> list[Request]:
         """Up to `limit` stored requests to bring into memory."""
 
     def seen(self) -> int: ...
 
+    def waiting(self) -> int:
+        """Requests queued outside memory that the frontier's counts do not include."""
+
     def queued_left(self, in_memory: int) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class MemoryBacking:
+    """A compact seen set in memory; with a `SpillFile`, requests past `memory_queue`
+    queued in memory and seen keys past `memory_seen` go to it (see `spill`)."""
+
     durable = False
 
-    def __init__(self, strip_session_ids: bool = True) -> None:
+    def __init__(self, strip_session_ids: bool = True, *, spill: SpillFile | None = None,
+                 memory_queue: int = 0, memory_seen: int = 0,
+                 stats: Stats | None = None) -> None:
         self._seen = SeenSet()
         self._strip = strip_session_ids
+        self._spill = spill
+        self._memory_queue = memory_queue if spill is not None else 0
+        self._memory_seen = memory_seen if spill is not None else 0
+        self._stats = stats
+        self.low_water = max(1, self._memory_queue // 2)
+        self.batch = max(1, min(self._memory_queue - self.low_water, MAX_REFILL))
 
-    def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
-        fresh: list[Request] = []
-        add = self._seen.add
+    def admit(self, requests: list[Request], in_memory: int) -> tuple[list[Request], int]:
+        spill = self._spill
+        if spill is not None and spill.seen:
+            fresh = self._admit_spilled(requests)
+        else:
+            fresh = []
+            add = self._seen.add
+            strip = self._strip
+            for request in requests:
+                if add(fingerprint(request, strip)) or request.dont_filter:
+                    fresh.append(request)
+        duplicates = len(requests) - len(fresh)
+        if self._memory_seen and len(self._seen) >= self._memory_seen:
+            self._spill_seen()
+        if self._memory_queue and fresh:
+            fresh = self._overflow(fresh, in_memory)
+        return fresh, duplicates
+
+    def _admit_spilled(self, requests: list[Request]) -> list[Request]:
+        """Dedup against the memory set, then (one query) against the file."""
+        assert self._spill is not None
+        add = self._seen.add_hash
+        strip = self._strip
+        marks: list[int | None] = []  # per request: its hash if new to memory, else None
         for request in requests:
-            if add(fingerprint(request, self._strip)) or request.dont_filter:
-                fresh.append(request)
-        return fresh, len(requests) - len(fresh)
+            h = key_hash(fingerprint(request, strip))
+            marks.append(h if add(h) else None)
+        on_disk = self._spill.seen_among([h for h in marks if h is not None])
+        return [request for request, h in zip(requests, marks, strict=True)
+                if (h is not None and h not in on_disk) or request.dont_filter]
 
-    def commit(self, request: Request, outcome: Outcome, children: list[Request]
-               ) -> tuple[list[Request], int, list[Item]]:
-        fresh, duplicates = self.admit(children)
+    def _spill_seen(self) -> None:
+        assert self._spill is not None
+        moved = len(self._seen)
+        self._spill.add_seen(self._seen.sorted_hashes())
+        self._seen.clear()
+        if self._stats is not None:
+            self._stats.inc("seen_spilled", moved)
+
+    def _overflow(self, fresh: list[Request], in_memory: int) -> list[Request]:
+        """The requests to keep in memory; the others go to the file (all new pages while
+        some wait there already, so that none overtakes them)."""
+        assert self._spill is not None
+        if not self._spill.queued:
+            room = self._memory_queue - in_memory
+            if room >= len(fresh):
+                return fresh
+            keep, rest = fresh[:max(0, room)], fresh[max(0, room):]
+        else:
+            keep, rest = [], fresh
+        to_spill = []
+        for request in rest:
+            (to_spill if uses_budget(request) else keep).append(request)
+        if to_spill:
+            keep.extend(self._spill.push(to_spill))
+            if self._stats is not None:
+                self._stats.inc("spilled", len(to_spill))
+        return keep
+
+    def commit(self, request: Request, outcome: Outcome, children: list[Request],
+               in_memory: int) -> tuple[list[Request], int, list[Item]]:
+        fresh, duplicates = self.admit(children, in_memory)
         return fresh, duplicates, list(outcome.items)
 
+    @property
+    def refills(self) -> bool:
+        return self._spill is not None and self._spill.queued > 0
+
     def refill(self, limit: int) -> list[Request]:
-        return []
+        return self._spill.pop(limit) if self._spill is not None else []
 
     def seen(self) -> int:
-        return len(self._seen)
+        return len(self._seen) + (self._spill.seen if self._spill is not None else 0)
+
+    def waiting(self) -> int:
+        return self._spill.queued if self._spill is not None else 0
 
     def queued_left(self, in_memory: int) -> int:
-        return in_memory
+        return in_memory + self.waiting()
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
 
 
 class StoreBacking:
@@ -153,16 +234,19 @@ class StoreBacking:
     children and items (see `JobStore`)."""
 
     durable = True
+    refills = True
+    low_water = STORE_LOW_WATER
+    batch = STORE_BATCH
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    def admit(self, requests: list[Request]) -> tuple[list[Request], int]:
+    def admit(self, requests: list[Request], in_memory: int) -> tuple[list[Request], int]:
         _, duplicates = self.store.add(requests)
         return [], duplicates
 
-    def commit(self, request: Request, outcome: Outcome, children: list[Request]
-               ) -> tuple[list[Request], int, list[Item]]:
+    def commit(self, request: Request, outcome: Outcome, children: list[Request],
+               in_memory: int) -> tuple[list[Request], int, list[Item]]:
         if outcome.requeue:
             return [], 0, []
         _, duplicates, kept = self.store.commit(request, children, list(outcome.items),
@@ -175,8 +259,14 @@ class StoreBacking:
     def seen(self) -> int:
         return self.store.seen_count()
 
+    def waiting(self) -> int:
+        return 0  # the store's count includes the requests in memory: see `queued_left`
+
     def queued_left(self, in_memory: int) -> int:
         return self.store.queued()
+
+    def close(self) -> None:
+        """The jobdir's store is closed by its owner."""
 
 
 class LocalFrontier:
@@ -190,6 +280,7 @@ class LocalFrontier:
         self._admission = Admission(options, stats)
         self._backing = backing
         self.exports_items = self.serializes_requests = backing.durable
+        self.keeps_unfinished = backing.durable
         self._cond = threading.Condition(threading.Lock())
         self._hosts: dict[str, _Host] = {}
         self._ready: deque[_Host] = deque()
@@ -243,12 +334,13 @@ class LocalFrontier:
             return 0
         durable = self._backing.durable
         if durable:  # the store has its own lock: workers are not held while it writes
-            fresh, duplicates = self._backing.admit(accepted)
+            fresh, duplicates = self._backing.admit(accepted, 0)
         with self._cond:
             if self._stopped:
                 return 0
             if not durable:
-                fresh, duplicates = self._backing.admit(accepted)
+                fresh, duplicates = self._backing.admit(accepted,
+                                                        self._queued + len(self._delayed))
             for request in fresh:
                 self._enqueue(request)
             self._refill()
@@ -258,12 +350,14 @@ class LocalFrontier:
         return len(accepted) - duplicates
 
     def _refill(self) -> None:
-        """Durable frontier: keep a bounded window of its requests in memory."""
-        if not self._backing.durable or self._stopped:
+        """Bring requests waiting outside memory (a durable frontier's store, a spill file)
+        back in as the memory queue drains."""
+        backing = self._backing
+        if self._stopped or not backing.refills:
             return
-        if self._queued + len(self._delayed) >= STORE_LOW_WATER:
+        if self._queued + len(self._delayed) >= backing.low_water:
             return
-        for request in self._backing.refill(STORE_BATCH):
+        for request in backing.refill(backing.batch):
             self._enqueue(request)
 
     def _enqueue(self, request: Request) -> None:
@@ -281,10 +375,10 @@ class LocalFrontier:
                 self._entered(host)
         if request.meta.get(ROBOTS_META):
             host.robots_request = request  # a robots.txt retry
-        elif not _uses_budget(request):
+        elif not uses_budget(request):
             heapq.heappush(host.free, (-request.priority, next(self._seq), request))
             self._free += 1
-        elif _is_plain(request):
+        elif is_plain(request):
             groups = host.plain.get(request.depth)
             if groups is None:
                 groups = host.plain[request.depth] = {}
@@ -436,7 +530,8 @@ class LocalFrontier:
                     (self._queued == 0 and not self._feeders)
                     or (self._budget == 0 and self._free == 0)
                 ):
-                    self._exhausted = self._budget == 0 and self._queued > 0
+                    self._exhausted = self._budget == 0 and (
+                        self._queued + self._backing.waiting() > 0)
                     self._stopped = True
                     self._cond.notify_all()
                     return None
@@ -508,13 +603,13 @@ class LocalFrontier:
         durable = self._backing.durable
         try:
             if durable:  # outside the lock, as in `add`
-                fresh, duplicates, kept = self._backing.commit(request, outcome, children)
+                fresh, duplicates, kept = self._backing.commit(request, outcome, children, 0)
         finally:
             with self._cond:
                 try:
                     if not durable:
-                        fresh, duplicates, kept = self._backing.commit(request, outcome,
-                                                                       children)
+                        fresh, duplicates, kept = self._backing.commit(
+                            request, outcome, children, self._queued + len(self._delayed))
                 finally:  # the slot is released even when the store fails
                     self._release(key, outcome, fresh)
         if duplicates:
@@ -587,18 +682,21 @@ class LocalFrontier:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Nothing held beyond memory (the jobdir's store is closed by its owner)."""
+        """Closes a spill file (the jobdir's store is closed by its owner)."""
         with self._cond:
+            self._backing.close()
             if self._peak_hosts_active:
                 self._stats.maximum("hosts_active", self._peak_hosts_active)
 
     @property
     def budget_exhausted(self) -> bool:
-        return self._exhausted or (self._budget == 0 and self._queued > 0)
+        return self._exhausted or (
+            self._budget == 0 and self._queued + self._backing.waiting() > 0)
 
     def counts(self) -> dict[str, int]:
         with self._cond:
-            return {"queued": self._queued + len(self._delayed), "in_flight": self._in_flight,
+            queued = self._queued + len(self._delayed) + self._backing.waiting()
+            return {"queued": queued, "in_flight": self._in_flight,
                     "seen": self._backing.seen(), "hosts_active": self._hosts_active}
 
     def queued_left(self) -> int:

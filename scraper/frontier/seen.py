@@ -14,9 +14,15 @@ any key of a ten-million-URL crawl is lost this way is about 3e-6.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 
 _MASK64 = (1 << 64) - 1
 _INITIAL_SLOTS = 1 << 12
+
+
+def key_hash(key: str) -> int:
+    """A key's 64-bit hash as the set stores it (0 marks an empty slot, so never 0)."""
+    return (hash(key) & _MASK64) or 1
 
 
 class SeenSet:
@@ -35,7 +41,12 @@ class SeenSet:
         return self._count
 
     def __contains__(self, key: str) -> bool:
-        h = (hash(key) & _MASK64) or 1
+        return self.contains_hash(key_hash(key))
+
+    def add(self, key: str) -> bool:
+        return self.add_hash(key_hash(key))
+
+    def contains_hash(self, h: int) -> bool:
         table, mask = self._table, self._mask
         i = h & mask
         while True:
@@ -46,8 +57,8 @@ class SeenSet:
                 return False
             i = (i + 1) & mask
 
-    def add(self, key: str) -> bool:
-        h = (hash(key) & _MASK64) or 1  # 0 marks an empty slot
+    def add_hash(self, h: int) -> bool:
+        """`h` from `key_hash`: never 0."""
         table, mask = self._table, self._mask
         i = h & mask
         while True:
@@ -61,6 +72,24 @@ class SeenSet:
                     self._grow()
                 return True
             i = (i + 1) & mask
+
+    def sorted_hashes(self, bits: int = 4) -> Iterator[list[int]]:
+        """Every hash in the set in ascending order, in 2**bits sorted lists: spread first
+        by their top bits into arrays, so that at most one list of Python ints (a
+        1/2**bits share) is held at a time."""
+        shift = 64 - bits
+        buckets = [array("Q") for _ in range(1 << bits)]
+        for h in self._table:
+            if h:
+                buckets[h >> shift].append(h)
+        for i, bucket in enumerate(buckets):
+            buckets[i] = array("Q")
+            yield sorted(bucket)
+
+    def clear(self) -> None:
+        """Empty the set, keeping its table's size (it will fill again)."""
+        self._table = array("Q", bytes(8 * len(self._table)))
+        self._count = 0
 
     def _grow(self) -> None:
         slots = len(self._table) * 2

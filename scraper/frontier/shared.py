@@ -107,6 +107,7 @@ class RedisFrontier:
     gates_robots = False
     exports_items = False  # the stream keeps them; each process also writes its own
     serializes_requests = True
+    keeps_unfinished = True  # a request not acked is leased again
 
     def __init__(self, options: FrontierOptions, stats: Stats, *, url: str, name: str,
                  spider: Any, lease_timeout: float, cleanup: bool,
