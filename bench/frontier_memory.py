@@ -1,7 +1,10 @@
-"""Peak memory of a frontier holding N queued URLs: the memory scheduler and the SQLite
-store (`frontier.jobdir`). Each measurement runs in a fresh process.
+"""Peak memory of a frontier holding N queued URLs: the memory frontier at its defaults
+(`memory`: past `frontier.memory_queue` requests and `frontier.memory_seen` keys, the
+overflow goes to its spill file), the memory frontier without limits (`unbounded`), and
+the SQLite store (`sqlite`, `frontier.jobdir`). Each measurement runs in a fresh process.
 
-usage: python bench/frontier_memory.py [--sizes 10000,100000,1000000] [--backends memory,sqlite]
+usage: python bench/frontier_memory.py [--sizes 10000,100000,1000000]
+                                       [--backends memory,unbounded,sqlite]
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ if backend == "sqlite":
     spider = Spider()
     spider.name = "bench"
     store = JobStore(tempfile.mkdtemp(prefix="frontier-bench-"), spider)
-backing = MemoryBacking() if store is None else StoreBacking(store)
+if store is not None:
+    backing = StoreBacking(store)
+else:
+    from scraper.frontier.spill import SpillFile
+    from scraper.settings import FrontierSettings
+    defaults = FrontierSettings()  # memory_queue, memory_seen as a crawl has them
+    bounded = backend == "memory"
+    backing = MemoryBacking(spill=SpillFile(Spider()), stats=Stats(),
+                            memory_queue=defaults.memory_queue if bounded else 0,
+                            memory_seen=defaults.memory_seen if bounded else 0)
 scheduler = LocalFrontier(FrontierOptions(per_host=8), Stats(), backing)
 started = time.perf_counter()
 batch = []
@@ -50,16 +62,16 @@ print(json.dumps({"backend": backend, "urls": n, "queued": queued,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--backends", default="memory,sqlite")
+    parser.add_argument("--backends", default="memory,unbounded,sqlite")
     args = parser.parse_args()
-    print(f"{'backend':<8} {'urls':>9} {'queued':>9} {'peak RSS MB':>12} {'growth MB':>10} "
+    print(f"{'backend':<9} {'urls':>9} {'queued':>9} {'peak RSS MB':>12} {'growth MB':>10} "
           f"{'s':>7}")
     for backend in args.backends.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             out = subprocess.run([sys.executable, "-c", CHILD, backend, str(size)],
                                  capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{row['backend']:<8} {row['urls']:>9} {row['queued']:>9} "
+            print(f"{row['backend']:<9} {row['urls']:>9} {row['queued']:>9} "
                   f"{row['peak_rss_mb']:>12} {row['growth_mb']:>10} {row['seconds']:>7}")
     return 0
 

@@ -23,6 +23,7 @@ stops with `error`, as when a jobdir fails.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import tempfile
@@ -36,10 +37,10 @@ from .codec import dump_request, load_request
 
 SCHEMA = """
 CREATE TABLE requests (
-    id INTEGER PRIMARY KEY, priority INTEGER NOT NULL, depth INTEGER NOT NULL,
-    url TEXT NOT NULL, referer TEXT, payload TEXT
-);
-CREATE INDEX requests_order ON requests (priority DESC, depth, id);
+    rank INTEGER NOT NULL, depth INTEGER NOT NULL, id INTEGER NOT NULL,
+    url TEXT NOT NULL, referer TEXT, payload TEXT,
+    PRIMARY KEY (rank, depth, id)
+) WITHOUT ROWID;
 CREATE TABLE seen (hash INTEGER PRIMARY KEY);
 """
 _SIGN = 1 << 63  # SQLite integers are signed 64-bit: a hash h is stored as h - 2**63
@@ -56,6 +57,7 @@ class SpillFile:
         self._db: sqlite3.Connection | None = None
         self.path = ""
         self.queued = 0  # requests waiting in the file
+        self._next_id = 0
         self.seen = 0  # hashes in the file
 
     # -- plumbing ------------------------------------------------------------------------
@@ -101,24 +103,26 @@ class SpillFile:
     def push(self, requests: list[Request]) -> list[Request]:
         """Store the requests that can be stored; returns those that cannot."""
         rows, kept = [], []
+        ids = itertools.count(self._next_id)
         for request in requests:
             if is_plain(request):
-                rows.append((request.priority, request.depth, request.url, request.referer,
-                             None))
+                rows.append((0, request.depth, next(ids), request.url, request.referer, None))
                 continue
             try:
                 payload = dump_request(self._spider, request)
             except ConfigError:
                 kept.append(request)
                 continue
-            rows.append((request.priority, request.depth, request.url, None, payload))
+            rows.append((-request.priority, request.depth, next(ids), request.url, None,
+                         payload))
         if rows:
             db = self._connection()
             with self._failing("write"):
                 db.execute("BEGIN")
-                db.executemany("INSERT INTO requests (priority, depth, url, referer, "
-                               "payload) VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO requests (rank, depth, id, url, referer, payload)"
+                               " VALUES (?, ?, ?, ?, ?, ?)", rows)
                 db.execute("COMMIT")
+            self._next_id = rows[-1][2] + 1
             self.queued += len(rows)
         return kept
 
@@ -129,14 +133,15 @@ class SpillFile:
         db = self._connection()
         with self._failing("read"):
             db.execute("BEGIN")
-            rows = db.execute("SELECT id, depth, url, referer, payload FROM requests "
-                              "ORDER BY priority DESC, depth, id LIMIT ?",
-                              (limit,)).fetchall()
-            db.executemany("DELETE FROM requests WHERE id = ?", [(row[0],) for row in rows])
+            rows = db.execute("SELECT rank, depth, id, url, referer, payload FROM requests "
+                              "ORDER BY rank, depth, id LIMIT ?", (limit,)).fetchall()
+            if rows:  # the first rows in key order: one range deletes them
+                db.execute("DELETE FROM requests WHERE (rank, depth, id) <= (?, ?, ?)",
+                           rows[-1][:3])
             db.execute("COMMIT")
         self.queued -= len(rows)
         requests = []
-        for _, depth, url, referer, payload in rows:
+        for _, depth, _, url, referer, payload in rows:
             if payload is None:
                 request = Request(url)
                 request.depth = depth
