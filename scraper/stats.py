@@ -23,6 +23,8 @@ COUNTERS = (
     "connections_closed",
     "connections_evicted",
     "hosts_active",
+    "spilled",
+    "seen_spilled",
     "bytes_received",
     "redirects",
     "filtered_duplicate",

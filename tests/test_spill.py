@@ -158,7 +158,7 @@ def test_the_defaults_spill_nothing_in_a_small_crawl(server: FaultServer) -> Non
     star(server, 20)
     stats = crawl(link_spider(server.url("/"))).stats
     assert stats["pages"] == 21
-    assert "spilled" not in stats or stats["spilled"] == 0
+    assert stats["spilled"] == stats["seen_spilled"] == 0
 
 
 def test_a_spill_dir_that_is_not_a_directory_is_refused(server: FaultServer,
