@@ -71,7 +71,8 @@ def make_site(pages: int, links: int, seed: int = 7) -> list[tuple[str, str]]:
 
 
 def _clear_caches() -> None:
-    for name in ("canonicalize", "_resolve_joined", "_origin_prefix"):
+    for name in ("canonicalize", "_resolve_joined", "_origin_prefix", "_base_parts",
+                 "_resolve_relative"):
         cache_clear = getattr(getattr(urls, name, None), "cache_clear", None)
         if cache_clear is not None:
             cache_clear()
