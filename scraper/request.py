@@ -86,6 +86,24 @@ class Request:
         self.store_id: int | None = None  # the row of a durable frontier (--jobdir)
 
     @classmethod
+    def _link(cls, url: str, callback: Callback | None) -> Request:
+        """`Request(url, callback)` without the checks of keyword arguments, for the links
+        `Response.follow_all` makes by the hundred per page (`url` is a str)."""
+        request = cls.__new__(cls)
+        request.url = url
+        request.callback = callback
+        request.method = "GET"
+        request.headers = request.body = request.errback = request.cb_kwargs = None
+        request.timeout = request.cookies = request.session = request.referer = None
+        request.store_id = None
+        request.priority = request.depth = 0
+        request.meta = {}
+        request.dont_filter = False
+        request.attempt = 1
+        request.redirect_chain = ()
+        return request
+
+    @classmethod
     def json(cls, url: str, data: Any, callback: Callback | None = None, *,
              method: str = "POST", **kwargs: Any) -> Request:
         """A request for a JSON API: `data` sent as a JSON body (POST unless `method` is

@@ -238,8 +238,13 @@ class Response:
             items = css_or_urls
         base = self.base_url
         requests = []
+        make = Request._link if not kwargs else None  # the common case, without checks
         for item in items:
-            href = item if isinstance(item, str) else _href(item)
+            if type(item) is LexborNode:  # what css() returns: its attributes read inline
+                attributes = item.attributes
+                href = attributes.get("href") or attributes.get("src") or ""
+            else:
+                href = item if isinstance(item, str) else _href(item)
             if href[:1] <= " " or href[-1:] <= " ":
                 href = href.strip(_URL_SPACE)
                 if not href:
@@ -250,7 +255,8 @@ class Response:
                 url = resolve(base, href)
             except BadURL:
                 url = href  # the scheduler counts it as filtered_bad_url
-            requests.append(Request(url, callback, **kwargs))
+            requests.append(make(url, callback) if make is not None
+                            else Request(url, callback, **kwargs))
         return requests
 
     def form(self, selector: str | Node | None = None, data: Mapping[str, Any] | None = None,

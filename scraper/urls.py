@@ -168,6 +168,22 @@ def _origin_prefix(base: str) -> str | None:
     return prefix
 
 
+@lru_cache(maxsize=1024)
+def _base_parts(base: str) -> tuple[str | None, str | None]:
+    """What the shortcuts of `resolve` need from a page's base URL, worked out once per
+    base (every link of a page shares it): its origin prefix (None: root-relative links
+    take the full join) and, when the base is canonical, its directory URL, up to the last
+    `/` of its path (None: path-relative links take the full join)."""
+    prefix = _origin_prefix(base)
+    if prefix is None or not _already_canonical(base, False):
+        return prefix, None
+    path = base[len(prefix):]
+    query_at = path.find("?")
+    if query_at >= 0:
+        path = path[:query_at]
+    return prefix, prefix + path[:path.rfind("/") + 1]
+
+
 @lru_cache(maxsize=16384)
 def _resolve_joined(base: str, href: str, sort_query: bool) -> str:
     return _canonical_from_whatwg(whatwg_href(href, base), href, sort_query)
@@ -199,24 +215,41 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(output)
 
 
-def _join_plain(base: str, href: str) -> str | None:
-    """`href` (a path-relative link, fragment already removed) joined to a canonical
-    base without the full parser; None when either is unusual."""
-    prefix = _origin_prefix(base)
-    if prefix is None or _PLAIN_RELATIVE.fullmatch(href) is None:
+def _join_plain(directory: str, href: str) -> str | None:
+    """`href` (a path-relative link, fragment already removed) joined to the directory URL
+    of a canonical base (`_base_parts`) without the full parser; None when it is unusual.
+    The directory has no dot segment (a canonical URL has none), so only the link's can
+    need removing."""
+    if _PLAIN_RELATIVE.fullmatch(href) is None:
         return None
-    path = base[len(prefix):]
-    query_at = path.find("?")
-    if query_at >= 0:
-        path = path[:query_at]
-    directory = path[:path.rfind("/") + 1]
     rel_query_at = href.find("?")
     rel_path = href if rel_query_at < 0 else href[:rel_query_at]
     query = "" if rel_query_at < 0 else href[rel_query_at:]
-    merged = directory + rel_path
-    if "." in rel_path:
+    if rel_path[:1] != "." and "/." not in rel_path:  # no `.` or `..` segment
+        return directory + rel_path + query
+    path_at = directory.index("/", directory.index("//") + 2)
+    path = directory[path_at:]
+    while True:  # leading `./` and `../` segments: the usual ones, taken off the directory
+        if rel_path.startswith("../"):
+            path = path[:path.rfind("/", 0, len(path) - 1) + 1] or "/"
+            rel_path = rel_path[3:]
+        elif rel_path.startswith("./"):
+            rel_path = rel_path[2:]
+        else:
+            break
+    merged = path + rel_path
+    if rel_path[:1] == "." or "/." in rel_path:  # any other: the general algorithm
         merged = _remove_dot_segments(merged)
-    return prefix + merged + query
+    return directory[:path_at] + merged + query
+
+
+@lru_cache(maxsize=16384)
+def _resolve_relative(directory: str, href: str, sort_query: bool) -> str | None:
+    """The canonical URL of path-relative link `href` on any page in `directory` (the join
+    cache: the pages of one directory repeat their relative links); None when the link
+    needs the full join."""
+    joined = _join_plain(directory, href.partition("#")[0] if "#" in href else href)
+    return None if joined is None else canonicalize(joined, sort_query)
 
 
 def resolve(base: str, href: str, sort_query: bool = False) -> str:
@@ -225,21 +258,21 @@ def resolve(base: str, href: str, sort_query: bool = False) -> str:
 
     Absolute links and root-relative links (`/path`), most of a page's links, cost one
     cache lookup once seen: a root-relative link is the base's origin plus the link.
-    Plain path-relative links (`p/2.html`, `../c/1`) are joined here too; anything else
-    goes through the WHATWG parser.
+    Plain path-relative links (`p/2.html`, `../c/1`) are joined here too, and cached per
+    directory of the base; anything else goes through the WHATWG parser.
     """
     if href.startswith(("http://", "https://")):
         return canonicalize(href, sort_query)
-    if href[:1] == "/" and href[1:2] not in ("/", "\\") \
-            and "\t" not in href and "\n" not in href and "\r" not in href:
-        prefix = _origin_prefix(base)
-        if prefix is not None:
+    prefix, directory = _base_parts(base)
+    first = href[:1]
+    if first == "/":
+        if prefix is not None and href[1:2] not in ("/", "\\") \
+                and "\t" not in href and "\n" not in href and "\r" not in href:
             return canonicalize(prefix + href, sort_query)
-    relative = href.partition("#")[0] if "#" in href else href
-    if relative and relative[0] != "?" and _already_canonical(base, False):
-        joined = _join_plain(base, relative)
-        if joined is not None:
-            return canonicalize(joined, sort_query)
+    elif directory is not None and first and first != "?" and first != "#":
+        resolved = _resolve_relative(directory, href, sort_query)
+        if resolved is not None:
+            return resolved
     return _resolve_joined(base, href, sort_query)
 
 

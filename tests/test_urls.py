@@ -466,6 +466,106 @@ def test_fragment_shortcut_agrees_with_the_full_path(url: str) -> None:
     assert fast == full
 
 
+@settings(max_examples=1000)
+@given(st.text(alphabet="abc./?=&#:%@~;-", max_size=20),
+       st.sampled_from(["http://h.example/d/p", "http://h.example/a/b/c?q=1",
+                        "http://h.example/", "http://10.0.0.1/a", "https://h.example:8443/x/",
+                        "http://h.example/a/b/"]),
+       st.sampled_from(["other.html", "x?y=1", "", "?q=2"]))
+def test_the_join_cache_is_shared_by_a_directory_only(href: str, base: str,
+                                                       sibling_name: str) -> None:
+    """A path-relative link is cached per directory of the page: resolving it first from
+    another page of the directory (another name, another query) changes nothing."""
+    sibling = base[:base.split("?")[0].rfind("/") + 1] + sibling_name
+    with contextlib.suppress(BadURL):
+        resolve(sibling, href)
+    assert_shortcut_agrees(base, href)
+
+
+def test_relative_links_resolve_against_their_own_directory() -> None:
+    assert resolve("http://h.example/a/b/x.html", "../c.html") == "http://h.example/a/c.html"
+    assert resolve("http://h.example/a/y.html?q=1", "../c.html") == "http://h.example/c.html"
+    assert resolve("http://h.example/a/b/x.html", "../c.html#top") == \
+        "http://h.example/a/c.html"
+    assert resolve("http://h.example/a/b/", "./../../../c/./d/../e?x=1#f") == \
+        "http://h.example/c/e?x=1"
+    assert resolve("http://h.example/a/b/", "..") == "http://h.example/a/"
+    assert resolve("http://h.example/a/b/", ".hidden/x") == "http://h.example/a/b/.hidden/x"
+    assert resolve("http://h.example/a/b/", "c/.../d") == "http://h.example/a/b/c/.../d"
+
+
+def test_a_link_request_is_a_plain_request() -> None:
+    def callback(response: Any) -> None:
+        return None
+
+    made = Request._link("http://h.example/a", callback)
+    plain = Request("http://h.example/a", callback)
+    assert {name: getattr(made, name) for name in Request.__slots__} == \
+        {name: getattr(plain, name) for name in Request.__slots__}
+    assert made.meta is not Request._link("http://h.example/b", None).meta
+
+
+def test_follow_all_keeps_request_arguments() -> None:
+    response = page("http://h.example/d/p", '<a href="q">q</a><a href="/r">r</a>')
+    requests = response.follow_all("a", meta={"k": 1}, priority=3, dont_filter=True)
+    assert [(r.url, r.meta, r.priority, r.dont_filter) for r in requests] == [
+        ("http://h.example/d/q", {"k": 1}, 3, True), ("http://h.example/r", {"k": 1}, 3, True)]
+
+
+ADMITTED_URLS = st.builds(
+    "{}://{}{}{}".format,
+    st.sampled_from(["http", "https", "ftp"]),
+    st.sampled_from(["h.example", "sub.h.example", "h.example.evil", "evil", "u@h.example",
+                     "h.example@evil", "h.example:8080", "xh.example", "H.Example"]),
+    st.sampled_from(["/", "/a/b", "/a/a/a/a/a", "/a/b/a/b/a/b/a/b", "/" + "x" * 90,
+                     "/p?next=/a/a/a/a/a", "/%7Ea", "/a b"]),
+    st.sampled_from(["", "?q=1", "#f", "?b=2&a=1"]))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(ADMITTED_URLS, st.integers(0, 3)), max_size=12),
+       st.sampled_from([frozenset({"h.example"}), frozenset()]),
+       st.booleans(), st.sampled_from([(0, 0), (64, 3), (2083, 2)]))
+def test_admitting_a_batch_agrees_with_each_request_alone(
+        links: list[tuple[str, int]], allowed: frozenset[str], sort_query: bool,
+        limits: tuple[int, int]) -> None:
+    """`Admission.admit` (with what a batch shares worked out once) decides and counts as
+    `reason_to_skip` does for each request alone."""
+    from scraper.frontier.admission import Admission
+    from scraper.frontier.base import FrontierOptions
+    from scraper.stats import Stats
+
+    options = FrontierOptions(per_host=1, allowed_domains=allowed, depth_limit=2,
+                              sort_query=sort_query, max_url_length=limits[0],
+                              max_repeated_segments=limits[1])
+
+    def requests() -> list[Request]:
+        made = []
+        for url, depth in links:
+            request = Request(url)
+            request.depth = depth
+            made.append(request)
+        return made
+
+    stats = Stats()
+    admitted = Admission(options, stats).admit(requests())
+    alone = Admission(options, Stats())
+    expected = []
+    reasons: dict[str, int] = {}
+    for request in requests():
+        reason = alone.reason_to_skip(request)
+        if reason is None:
+            expected.append(request.url)
+        else:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    assert [r.url for r in admitted] == expected
+    counts = stats.snapshot()
+    assert {k: counts.get(k, 0) for k in reasons} == reasons
+    assert sum(counts.get(k, 0) for k in ("filtered_bad_url", "filtered_trap",
+                                          "filtered_offsite", "filtered_depth")) == \
+        sum(reasons.values())
+
+
 # -- end to end ---------------------------------------------------------------------------
 
 

@@ -61,12 +61,44 @@ class Admission:
         return None
 
     def admit(self, requests: Iterable[Request]) -> list[Request]:
-        """The requests that pass; the others are counted by reason."""
+        """The requests that pass; the others are counted by reason.
+
+        `reason_to_skip` for each request, with what a page's links share worked out once
+        per batch: the `scheme://authority/` of the last URL found on an allowed host
+        (links to the same one skip the host check), and the counts, added up before they
+        go to the stats."""
+        options = self._options
+        sort_query = options.sort_query
+        max_length = options.max_url_length
+        max_repeats = options.max_repeated_segments
+        slashes = max_repeats + 3  # fewer `/` in the whole URL: no segment can repeat
+        depth_limit = options.depth_limit
+        allowed = self._allowed
+        allowed_prefix = "\0"  # no URL starts with it
         accepted = []
+        skipped: dict[str, int] = {}
         for request in requests:
-            reason = self.reason_to_skip(request)
-            if reason is None:
-                accepted.append(request)
-            else:
-                self._stats.inc(reason)
+            try:
+                url = request.url = canonicalize(request.url, sort_query)
+            except BadURL as exc:
+                log.debug("skipped %s", exc)
+                skipped["filtered_bad_url"] = skipped.get("filtered_bad_url", 0) + 1
+                continue
+            if (max_length and len(url) > max_length) or (
+                    max_repeats and url.count("/") > slashes
+                    and looks_like_trap(url, max_length, max_repeats)):
+                log.debug("skipped a likely crawl trap: %s", url)
+                skipped["filtered_trap"] = skipped.get("filtered_trap", 0) + 1
+                continue
+            if allowed and not url.startswith(allowed_prefix):
+                if not self.host_allowed(canonical_host(url)):
+                    skipped["filtered_offsite"] = skipped.get("filtered_offsite", 0) + 1
+                    continue
+                allowed_prefix = url[:url.index("/", url.index("://") + 3) + 1]
+            if depth_limit and request.depth > depth_limit:
+                skipped["filtered_depth"] = skipped.get("filtered_depth", 0) + 1
+                continue
+            accepted.append(request)
+        for reason, count in skipped.items():
+            self._stats.inc(reason, count)
         return accepted
