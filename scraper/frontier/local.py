@@ -59,6 +59,7 @@ from .spill import SpillFile
 STORE_LOW_WATER = 1000  # a durable frontier's requests held in memory: refilled below this
 STORE_BATCH = 1000
 MAX_REFILL = 10_000  # spilled requests brought back into memory at a time
+SEEN_RUN_BITS = 6  # seen hashes move to the spill file in 64 runs (key ranges)
 MAX_IDLE_HOSTS = 10_000  # hosts with nothing to do whose state is kept
 
 
@@ -178,7 +179,7 @@ class MemoryBacking:
     def _spill_seen(self) -> None:
         assert self._spill is not None
         moved = len(self._seen)
-        self._spill.add_seen(self._seen.sorted_hashes())
+        self._spill.add_seen(self._seen.sorted_hashes(SEEN_RUN_BITS))
         self._seen.clear()
         if self._stats is not None:
             self._stats.inc("seen_spilled", moved)

@@ -154,17 +154,19 @@ class SpillFile:
     # -- seen keys -----------------------------------------------------------------------
 
     def add_seen(self, runs: Iterable[list[int]]) -> None:
-        """Store hashes given as ascending runs (`SeenSet.sorted_hashes`): SQLite's B-tree
-        takes keys in order several times faster than at random."""
+        """Store hashes given as ascending runs, each a contiguous range of keys
+        (`SeenSet.sorted_hashes`): SQLite's B-tree takes keys in order several times
+        faster than at random, and one transaction per run keeps the in-memory rollback
+        journal to the pages of that range, not the whole file."""
         db = self._connection()
         with self._failing("write"):
-            db.execute("BEGIN")
-            before = db.total_changes
             for run in runs:
+                db.execute("BEGIN")
+                before = db.total_changes
                 db.executemany("INSERT OR IGNORE INTO seen (hash) VALUES (?)",
                                [(h - _SIGN,) for h in run])
-            self.seen += db.total_changes - before
-            db.execute("COMMIT")
+                self.seen += db.total_changes - before
+                db.execute("COMMIT")
 
     def seen_among(self, hashes: list[int]) -> set[int]:
         """Those of `hashes` stored in the file."""
