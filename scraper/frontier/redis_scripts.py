@@ -96,231 +96,270 @@ local function requeue(p, host, member, per_host, active)
 end
 """
 
-ADD = _QUEUE_OF + """
--- ARGV: prefix, now_ms, per_host, then quads (fingerprint or '', origin, payload, priority)
-local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local queued, duplicates, free = 0, 0, 0
-local seq = redis.call('INCRBY', p .. 'seq', (#ARGV - 3) / 4) - (#ARGV - 3) / 4
-local seen_hosts = {}
-for i = 4, #ARGV, 4 do
-  local fp, host, payload, priority = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  seq = seq + 1
-  if fp == '' or redis.call('SADD', p .. 'seen', fp) == 1 then
-    redis.call('ZADD', queue_of(p, host, payload), -priority * 4294967296 + seq,
-               seq .. '|' .. payload)
-    queued = queued + 1
-    if string.sub(payload, 1, 1) ~= '1' then free = free + 1 end
-    if not seen_hosts[host] then
-      seen_hosts[host] = true
-      local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
-      if active < per_host then
-        local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
-        redis.call('ZADD', p .. 'ready', 'NX', math.max(nxt, 0), host)
+# The three steps of a page, as functions of the STEP script: queue requests (ADD),
+# acknowledge a lease (ACK), take requests (TAKE). Each reads its arguments from ARGV at
+# index `i` and returns its results and the index after its arguments.
+_ADD = """
+-- ARGV[i]: n, then n quads (fingerprint or '', origin, payload, priority)
+local function add(p, per_host, i)
+  local n = tonumber(ARGV[i])
+  local queued, duplicates, free = 0, 0, 0
+  if n == 0 then return queued, duplicates, i + 1 end
+  local seq = redis.call('INCRBY', p .. 'seq', n) - n
+  local seen_hosts = {}
+  for j = i + 1, i + 4 * n, 4 do
+    local fp, host, payload = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+    seq = seq + 1
+    if fp == '' or redis.call('SADD', p .. 'seen', fp) == 1 then
+      redis.call('ZADD', queue_of(p, host, payload), -tonumber(ARGV[j + 3]) * 4294967296 + seq,
+                 seq .. '|' .. payload)
+      queued = queued + 1
+      if string.sub(payload, 1, 1) ~= '1' then free = free + 1 end
+      if not seen_hosts[host] then
+        seen_hosts[host] = true
+        local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
+        if active < per_host then
+          local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
+          redis.call('ZADD', p .. 'ready', 'NX', math.max(nxt, 0), host)
+        end
       end
+    else
+      duplicates = duplicates + 1
     end
-  else
-    duplicates = duplicates + 1
   end
+  if queued > 0 then redis.call('INCRBY', p .. 'queued', queued) end
+  if free > 0 then redis.call('INCRBY', p .. 'free', free) end
+  return queued, duplicates, i + 1 + 4 * n
 end
-if queued > 0 then redis.call('INCRBY', p .. 'queued', queued) end
-if free > 0 then redis.call('INCRBY', p .. 'free', free) end
-return {queued, duplicates}
 """
 
-TAKE = _QUEUE_OF + """
--- ARGV: prefix, now_ms, per_host, default_delay_ms, lease_expiry_ms, owner, max_pages,
---       want, alive_until_ms, take_id, replay ('1': sent again)
--- Returns {n, id1, payload1, close1, ..., due or false, queued, leases, spent, free}
--- (due, queued, leases and free only when nothing was taken: -1 otherwise);
--- spent: crawl.max_pages first attempts have started (then only `f:` queues are taken).
--- close: 1 when the request is to close its connection (a token given back).
--- A payload starts with '1' when it counts against crawl.max_pages (a first attempt).
--- Idempotent: a take sent again with the same take_id (its reply was lost in an outage)
--- answers the leases it gave the first time (those still held), and takes nothing new.
-local p, now, per_host = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local default_delay, expiry, owner = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local max_pages, want, alive_until = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local took_key = p .. 'took:' .. ARGV[10]
-local function tail(reply)
+_ACK = """
+-- ARGV[i..]: lease_id ('' : no ack), retry_payload or '', retry_priority, pause_until_ms,
+--            delay_ms (-1: unchanged), n_items, items..., n_stats, stat pairs (name, amount)
+-- Returns 1 (acknowledged), 0 (the lease expired and was reaped: results dropped) or
+-- -1 (no ack), and the index after its arguments.
+local function ack(p, now, per_host, i)
+  local id = ARGV[i]
+  local n_items = tonumber(ARGV[i + 5])
+  local n_stats = tonumber(ARGV[i + 6 + n_items])
+  local after = i + 7 + n_items + 2 * n_stats
+  if id == '' then return -1, after end
+  local host, active = end_lease(p, id, per_host)
+  if not host then return 0, after end
+  local retry, retry_priority = ARGV[i + 1], tonumber(ARGV[i + 2])
+  local pause_until, delay = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  if retry ~= '' then
+    local seq = redis.call('INCR', p .. 'seq')
+    redis.call('ZADD', p .. 'f:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
+    redis.call('INCR', p .. 'queued')
+    redis.call('INCR', p .. 'free')
+  end
+  if delay >= 0 then redis.call('HSET', p .. 'delay', host, delay) end
+  local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
+  if pause_until > nxt then
+    nxt = pause_until
+    redis.call('HSET', p .. 'next', host, nxt)
+  end
+  if active < per_host and queued_for(p, host, false) > 0 then
+    redis.call('ZADD', p .. 'ready', nxt, host)
+  end
+  for j = i + 6, i + 5 + n_items do
+    redis.call('XADD', p .. 'items', '*', 'item', ARGV[j])
+  end
+  for j = i + 7 + n_items, after - 1, 2 do
+    redis.call('HINCRBY', p .. 'stats', ARGV[j], tonumber(ARGV[j + 1]))
+  end
+  return 1, after
+end
+"""
+
+_TAKE = """
+-- ARGV[i..]: want (0: no take), default_delay_ms, lease_expiry_ms, max_pages,
+--            alive_until_ms
+-- Returns the leases taken ({id, payload, close} each), then due (the first ready host's
+-- time, or false), queued, leases, spent, free: due, queued, leases and free only when
+-- nothing was taken (-1 otherwise); spent: crawl.max_pages first attempts have started
+-- (then only `f:` queues are taken). close: 1 when the request is to close its connection
+-- (a token given back). A payload starts with '1' when it counts against
+-- crawl.max_pages (a first attempt).
+local function idle_state(p, spent)
   local first = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
-  reply[#reply + 1] = first[2] or false
-  reply[#reply + 1] = tonumber(redis.call('GET', p .. 'queued') or '0')
-  reply[#reply + 1] = redis.call('ZCARD', p .. 'leases')
-  reply[#reply + 1] = 0
-  reply[#reply + 1] = tonumber(redis.call('GET', p .. 'free') or '0')
-  return reply
+  return {first[2] or false, tonumber(redis.call('GET', p .. 'queued') or '0'),
+          redis.call('ZCARD', p .. 'leases'), spent,
+          tonumber(redis.call('GET', p .. 'free') or '0')}
 end
-local function payload_of(member)
-  return string.sub(member, string.find(member, '|', 1, true) + 1)
-end
-if ARGV[11] == '1' then
-  local took = redis.call('GET', took_key)
-  if took then
-    local reply = {0}
-    for id in string.gmatch(took, '[^,]+') do
-      local record = redis.call('HGET', p .. 'lease', id)
-      if record then
-        local a = string.find(record, '\\n', 1, true)
-        local b = string.find(record, '\\n', a + 1, true)
-        reply[1] = reply[1] + 1
-        reply[#reply + 1] = tonumber(id)
-        reply[#reply + 1] = payload_of(string.sub(record, b + 1))
-        reply[#reply + 1] = string.sub(record, a + 1, a + 1) == '!' and 1 or 0
-      end
-    end
-    if reply[1] > 0 then
-      for _, v in ipairs({false, -1, -1, 0, -1}) do reply[#reply + 1] = v end
-      return reply
-    end
-    return tail(reply)
+local function take(p, now, per_host, owner, i)
+  local want, default_delay = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local expiry, max_pages, alive_until = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]),
+                                         tonumber(ARGV[i + 4])
+  local taken = {}
+  if want == 0 then return taken, nil end
+  local rank = redis.call('ZRANK', p .. 'procs', owner)
+  if not rank then  -- not joined yet, or taken for gone (see REAP): join
+    redis.call('ZADD', p .. 'alive', alive_until, owner)
+    redis.call('ZADD', p .. 'procs', redis.call('INCR', p .. 'proc_seq'), owner)
+    rank = redis.call('ZRANK', p .. 'procs', owner)
   end
-end
-local rank = redis.call('ZRANK', p .. 'procs', owner)
-if not rank then  -- not joined yet, or taken for gone (see REAP): join
-  redis.call('ZADD', p .. 'alive', alive_until, owner)
-  redis.call('ZADD', p .. 'procs', redis.call('INCR', p .. 'proc_seq'), owner)
-  rank = redis.call('ZRANK', p .. 'procs', owner)
-end
-local n = redis.call('ZCARD', p .. 'procs')
-local function share_of(host)
-  -- per_host // n each, the remainder to ranks picked per host (so that with more
-  -- processes than per_host every process still has some hosts)
-  local spin = 0
-  for i = 1, #host do spin = spin + string.byte(host, i) end
-  local share = math.floor(per_host / n)
-  if (rank + spin) % n < per_host % n then share = share + 1 end
-  return share
-end
-local function budget_spent()
-  return max_pages > 0 and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages
-end
-local spent = budget_spent()
-local function pop(host)  -- retries and redirect hops first; new pages within the budget
-  local popped = redis.call('ZPOPMIN', p .. 'f:' .. host)
-  if popped[1] then
-    redis.call('DECR', p .. 'free')
-    return popped
+  local n = redis.call('ZCARD', p .. 'procs')
+  local function share_of(host)
+    -- per_host // n each, the remainder to ranks picked per host (so that with more
+    -- processes than per_host every process still has some hosts)
+    local spin = 0
+    for k = 1, #host do spin = spin + string.byte(host, k) end
+    local share = math.floor(per_host / n)
+    if (rank + spin) % n < per_host % n then share = share + 1 end
+    return share
   end
-  if spent then return popped end
-  return redis.call('ZPOPMIN', p .. 'q:' .. host)
-end
-local own = p .. 'own:' .. owner
-local reply = {0}
-local taken = 0
-local hosts = redis.call('ZRANGEBYSCORE', p .. 'ready', '-inf', now, 'LIMIT', 0, 64)
-for _, host in ipairs(hosts) do
-  -- several requests from one host in one take when its starts need no spacing
-  local again = true
-  while again and taken < want do
-    again = false
-    local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
-    local popped = nil
-    local close = 0
-    if active < per_host then
-      local counts = redis.call('HMGET', own, 'f:' .. host, 't:' .. host, 'c:' .. host)
-      local mine = tonumber(counts[1] or '0')
-      local share = share_of(host)
-      if mine < share then
-        -- a token for the connection: one to spare, else a free one
-        local usable = tonumber(counts[2] or '0') - tonumber(counts[3] or '0')
-        local acquired = false
-        if mine >= usable and tonumber(redis.call('HGET', p .. 'conns', host) or '0') < per_host
-            and tonumber(redis.call('HGET', p .. 'conn_freed', host) or '0') <= now - 100 then
-          acquired = true
-          usable = usable + 1
-        end
-        if mine < usable then
-          popped = pop(host)
-          if popped[1] then
-            if acquired then
-              redis.call('HINCRBY', own, 't:' .. host, 1)
-              redis.call('HINCRBY', p .. 'conns', host, 1)
-            end
-            if usable > share then  -- more tokens than the share: give one back
-              close = 1
-              redis.call('HINCRBY', own, 'c:' .. host, 1)
+  local function budget_spent()
+    return max_pages > 0 and tonumber(redis.call('GET', p .. 'started') or '0') >= max_pages
+  end
+  local spent = budget_spent()
+  local function pop(host)  -- retries and redirect hops first; new pages within the budget
+    local popped = redis.call('ZPOPMIN', p .. 'f:' .. host)
+    if popped[1] then
+      redis.call('DECR', p .. 'free')
+      return popped
+    end
+    if spent then return popped end
+    return redis.call('ZPOPMIN', p .. 'q:' .. host)
+  end
+  local own = p .. 'own:' .. owner
+  local hosts = redis.call('ZRANGEBYSCORE', p .. 'ready', '-inf', now, 'LIMIT', 0, 64)
+  for _, host in ipairs(hosts) do
+    -- several requests from one host in one take when its starts need no spacing
+    local again = true
+    while again and #taken < 3 * want do
+      again = false
+      local active = tonumber(redis.call('HGET', p .. 'active', host) or '0')
+      local popped = nil
+      local close = 0
+      if active < per_host then
+        local counts = redis.call('HMGET', own, 'f:' .. host, 't:' .. host, 'c:' .. host)
+        local mine = tonumber(counts[1] or '0')
+        local share = share_of(host)
+        if mine < share then
+          -- a token for the connection: one to spare, else a free one
+          local usable = tonumber(counts[2] or '0') - tonumber(counts[3] or '0')
+          local acquired = false
+          if mine >= usable and tonumber(redis.call('HGET', p .. 'conns', host) or '0') < per_host
+              and tonumber(redis.call('HGET', p .. 'conn_freed', host) or '0') <= now - 100 then
+            acquired = true
+            usable = usable + 1
+          end
+          if mine < usable then
+            popped = pop(host)
+            if popped[1] then
+              if acquired then
+                redis.call('HINCRBY', own, 't:' .. host, 1)
+                redis.call('HINCRBY', p .. 'conns', host, 1)
+              end
+              if usable > share then  -- more tokens than the share: give one back
+                close = 1
+                redis.call('HINCRBY', own, 'c:' .. host, 1)
+              end
             end
           end
         end
       end
+      if popped and popped[1] then
+        active = redis.call('HINCRBY', p .. 'active', host, 1)
+        redis.call('HINCRBY', own, 'f:' .. host, 1)
+        redis.call('DECR', p .. 'queued')
+        local delay = tonumber(redis.call('HGET', p .. 'delay', host) or default_delay)
+        redis.call('HSET', p .. 'next', host, now + delay)
+        local id = redis.call('INCR', p .. 'lease_seq')
+        redis.call('ZADD', p .. 'leases', expiry, id)
+        redis.call('HSET', p .. 'lease', id,
+                   host .. '\\n' .. (close == 1 and '!' or '') .. owner .. '\\n' .. popped[1])
+        local payload = payload_of(popped[1])
+        if string.sub(payload, 1, 1) == '1' then
+          redis.call('INCR', p .. 'started')
+          spent = budget_spent()  -- crawl.max_pages holds for every request taken
+        end
+        if active >= per_host or queued_for(p, host, spent) == 0 then
+          redis.call('ZREM', p .. 'ready', host)
+        else
+          redis.call('ZADD', p .. 'ready', now + delay, host)
+          again = delay <= 0
+        end
+        taken[#taken + 1] = id
+        taken[#taken + 1] = payload
+        taken[#taken + 1] = close
+      elseif active >= per_host or queued_for(p, host, spent) == 0 then
+        redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
+      end  -- else: this process's share is used; the host stays ready for the others
     end
-    if popped and popped[1] then
-      active = redis.call('HINCRBY', p .. 'active', host, 1)
-      redis.call('HINCRBY', own, 'f:' .. host, 1)
-      redis.call('DECR', p .. 'queued')
-      local delay = tonumber(redis.call('HGET', p .. 'delay', host) or default_delay)
-      redis.call('HSET', p .. 'next', host, now + delay)
-      local id = redis.call('INCR', p .. 'lease_seq')
-      redis.call('ZADD', p .. 'leases', expiry, id)
-      redis.call('HSET', p .. 'lease', id,
-                 host .. '\\n' .. (close == 1 and '!' or '') .. owner .. '\\n' .. popped[1])
-      local payload = payload_of(popped[1])
-      if string.sub(payload, 1, 1) == '1' then
-        redis.call('INCR', p .. 'started')
-        spent = budget_spent()  -- crawl.max_pages holds for every request taken
-      end
-      if active >= per_host or queued_for(p, host, spent) == 0 then
-        redis.call('ZREM', p .. 'ready', host)
-      else
-        redis.call('ZADD', p .. 'ready', now + delay, host)
-        again = delay <= 0
-      end
-      taken = taken + 1
-      reply[#reply + 1] = id
-      reply[#reply + 1] = payload
-      reply[#reply + 1] = close
-    elseif active >= per_host or queued_for(p, host, spent) == 0 then
-      redis.call('ZREM', p .. 'ready', host)  -- full or empty: re-added by ack or add
-    end  -- else: this process's share is used; the host stays ready for the others
   end
+  if #taken == 0 then return taken, idle_state(p, spent and 1 or 0) end
+  return taken, {false, -1, -1, spent and 1 or 0, -1}
 end
-reply[1] = taken
-if taken == 0 then
-  reply = tail(reply)
-  reply[#reply - 1] = spent and 1 or 0
-  return reply
-end
-local ids = {}
-for i = 2, #reply, 3 do ids[#ids + 1] = reply[i] end
-redis.call('SET', took_key, table.concat(ids, ','), 'PX', 600000)
-for _, v in ipairs({false, -1, -1, spent and 1 or 0, -1}) do reply[#reply + 1] = v end
-return reply
 """
 
-ACK = _END_LEASE + """
--- ARGV: prefix, now_ms, per_host, lease_id, replay ('1': sent again), retry_payload or '',
---       retry_priority, pause_until_ms, delay_ms (-1: unchanged), n_items, items...,
---       stat pairs (name, amount)...
--- Idempotent: an ack sent again (its reply was lost in an outage) answers 1 again.
-local p, now, per_host, id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-if ARGV[5] == '1' and redis.call('EXISTS', p .. 'acked:' .. id) == 1 then return 1 end
-local host, active = end_lease(p, id, per_host)
-if not host then return 0 end  -- the lease expired and was reaped: results dropped
-local retry, retry_priority = ARGV[6], tonumber(ARGV[7])
-local pause_until, delay, n_items = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-if retry ~= '' then
-  local seq = redis.call('INCR', p .. 'seq')
-  redis.call('ZADD', p .. 'f:' .. host, -retry_priority * 4294967296 + seq, seq .. '|' .. retry)
-  redis.call('INCR', p .. 'queued')
-  redis.call('INCR', p .. 'free')
+STEP = _END_LEASE + """
+local function payload_of(member)
+  return string.sub(member, string.find(member, '|', 1, true) + 1)
 end
-if delay >= 0 then redis.call('HSET', p .. 'delay', host, delay) end
-local nxt = tonumber(redis.call('HGET', p .. 'next', host) or '0')
-if pause_until > nxt then
-  nxt = pause_until
-  redis.call('HSET', p .. 'next', host, nxt)
+""" + _ADD + _ACK + _TAKE + """
+-- One page's round trip: acknowledge a lease (its items, stats, pacing and retry), queue
+-- its children and take the next requests, atomically; any of the three may be empty
+-- (`add`: the start requests; `next`: a take alone).
+-- ARGV: prefix, now_ms, per_host, owner, slot, step id, replay ('1': sent again), then
+--       the ACK's, the ADD's and the TAKE's arguments (see above).
+-- Returns one string: a line "acked queued duplicates n due queued leases spent free",
+-- then n times a line "lease_id close length" and the payload (length bytes).
+-- Idempotent: a step that changed anything records in `steps:{owner}` (field: the
+-- caller's slot, one per thread) its id, its answers and its leases; sent again (its
+-- reply was lost in an outage), it finds its record and answers the same, changing
+-- nothing and handing out the leases it took (those still held). A step with no record
+-- never ran (a script runs whole or not at all), so it runs.
+local p, now, per_host, owner = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local steps, slot, step = p .. 'steps:' .. owner, ARGV[5], ARGV[6]
+local function reply(acked, queued, duplicates, taken, tail)
+  local parts = {acked, ' ', queued, ' ', duplicates, ' ', #taken / 3, ' ',
+                 tail[1] or '-', ' ', tail[2], ' ', tail[3], ' ', tail[4], ' ', tail[5], '\\n'}
+  for k = 1, #taken, 3 do
+    parts[#parts + 1] = taken[k] .. ' ' .. taken[k + 2] .. ' ' .. #taken[k + 1] .. '\\n'
+    parts[#parts + 1] = taken[k + 1]
+  end
+  return table.concat(parts)
 end
-if active < per_host and queued_for(p, host, false) > 0 then
-  redis.call('ZADD', p .. 'ready', nxt, host)
+if ARGV[7] == '1' then
+  local record = redis.call('HGET', steps, slot)
+  local prefix = step .. '|'
+  if record and string.sub(record, 1, #prefix) == prefix then
+    local fields, from = {}, #prefix + 1
+    for _ = 1, 3 do
+      local bar = string.find(record, '|', from, true)
+      fields[#fields + 1] = string.sub(record, from, bar - 1)
+      from = bar + 1
+    end
+    fields[4] = string.sub(record, from)
+    local taken = {}
+    for id in string.gmatch(fields[4] or '', '[^,]+') do
+      local lease = redis.call('HGET', p .. 'lease', id)
+      if lease then
+        local a = string.find(lease, '\\n', 1, true)
+        local b = string.find(lease, '\\n', a + 1, true)
+        taken[#taken + 1] = id
+        taken[#taken + 1] = payload_of(string.sub(lease, b + 1))
+        taken[#taken + 1] = string.sub(lease, a + 1, a + 1) == '!' and 1 or 0
+      end
+    end
+    return reply(fields[1], fields[2], fields[3], taken, {false, -1, -1, 0, -1})
+  end
 end
-for i = 11, 10 + n_items do
-  redis.call('XADD', p .. 'items', '*', 'item', ARGV[i])
+local acked, i = ack(p, now, per_host, 8)
+local queued, duplicates
+queued, duplicates, i = add(p, per_host, i)
+local taken, tail = take(p, now, per_host, owner, i)
+tail = tail or {false, -1, -1, 0, -1}
+if acked ~= -1 or queued > 0 or #taken > 0 then
+  local ids = {}
+  for k = 1, #taken, 3 do ids[#ids + 1] = taken[k] end
+  redis.call('HSET', steps, slot, table.concat({step, acked, queued, duplicates,
+                                                table.concat(ids, ',')}, '|'))
 end
-for i = 11 + n_items, #ARGV, 2 do
-  redis.call('HINCRBY', p .. 'stats', ARGV[i], tonumber(ARGV[i + 1]))
-end
-redis.call('SET', p .. 'acked:' .. id, 1, 'PX', 3600000)
-return 1
+return reply(acked, queued, duplicates, taken, tail)
 """
 
 RELEASE = _END_LEASE + """
@@ -373,6 +412,7 @@ LEAVE = _END_LEASE + """
 local p, owner = ARGV[1], ARGV[2]
 redis.call('ZREM', p .. 'alive', owner)
 redis.call('ZREM', p .. 'procs', owner)
+redis.call('DEL', p .. 'steps:' .. owner)
 free_tokens(p, owner, true)
 return 1
 """
