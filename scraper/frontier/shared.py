@@ -64,7 +64,7 @@ from ..urls import origin
 from . import redis_scripts as scripts
 from .admission import Admission
 from .base import ExportWriter, FrontierOptions, Item, Outcome
-from .codec import dump_request, fingerprint, load_request
+from .codec import dump_compact, fingerprint, load_request
 from .pacing import HostPacing
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ class RedisFrontier:
 
     def _encode(self, request: Request) -> str:
         counts = request.attempt == 1 and not request.redirect_chain
-        return ("1" if counts else "0") + dump_request(self._spider, request)
+        return ("1" if counts else "0") + dump_compact(self._spider, request)
 
     def _add_args(self, requests: Iterable[Request]) -> tuple[list[Any], list[str], int]:
         """The STEP's ADD arguments for the requests not sent before by this process:
