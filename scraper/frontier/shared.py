@@ -498,12 +498,10 @@ class RedisFrontier:
         if pause:
             pause_until = max(pause_until, now + int(pause * 1000))
         items = outcome.items
-        stats: list[Any] = ["requests_done", 1]
-        if items:
-            stats += ["items", len(items)]
+        # Stats for `scraper status` (the items are counted in their stream).
         return [request.store_id, self._encode(retry) if retry is not None else "",
                 retry.priority if retry is not None else 0, pause_until, delay, len(items),
-                *(json.dumps(item, default=str) for item in items), len(stats) // 2, *stats]
+                *(json.dumps(item, default=str) for item in items), 1, "requests_done", 1]
 
     def finish(self, request: Request, outcome: Outcome) -> list[Item]:
         """Acknowledge the lease (items, stats, pacing and the retry), queue the children
@@ -700,15 +698,16 @@ def status(url: str, name: str) -> dict[str, Any]:
     stats = {k.decode(): int(v) for k, v in client.hgetall(prefix + "stats").items()}
     owners = [record.split(b"\n", 2)[1].lstrip(b"!")
               for record in client.hvals(prefix + "lease")]
+    in_stream = int(client.xlen(prefix + "items"))  # 0 when there is no stream
     return {
         "crawl": name,
         "queued": int(client.get(prefix + "queued") or 0),
         "leases": int(client.zcard(prefix + "leases")),
         "seen": int(client.scard(prefix + "seen")),
-        "items_in_stream": int(client.xlen(prefix + "items")) if client.exists(
-            prefix + "items") else 0,
+        "items_in_stream": in_stream,
         "processes": sorted({o.decode() for o in owners}),
         **stats,
+        "items": in_stream,  # every item acknowledged is in the stream, exactly once
     }
 
 
