@@ -70,6 +70,7 @@ from .pacing import HostPacing
 log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
+SURPLUS_WAIT = 1.0  # longest wait of an idle worker while another one polls
 TAKE_AHEAD = 4  # requests an ack may take for workers waiting, besides its own next
 SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
 OUTAGE_FIRST_WAIT = 0.05  # then doubling, with jitter, up to OUTAGE_MAX_WAIT
@@ -192,6 +193,7 @@ class RedisFrontier:
         # connections in use): children queued here are then no work for its idle
         # workers, only a slot freed is.
         self._share_used = False
+        self._polling = False  # a waiting worker polls for the others' changes (`next`)
         self._closing = threading.Event()
         self._exhausted = False
         self._finished = False
@@ -424,6 +426,7 @@ class RedisFrontier:
                 self._changed.notify(waking)
 
     def next(self) -> Request | None:
+        waited = False
         while not self._stop_event.is_set():
             try:
                 return self._hand_out(self._ahead.popleft())
@@ -435,6 +438,8 @@ class RedisFrontier:
             self._share_used = not requests and bool(due) and int(due) <= self._now_ms()
             if requests:
                 self._ahead.extend(requests[1:])
+                if waited:  # work came from elsewhere: one more waiting worker tries, and
+                    self._changed_here(1)  # so on
                 return self._hand_out(requests[0])
             with self._lock:
                 idle = self._in_flight == 0 and not self._ahead
@@ -446,17 +451,27 @@ class RedisFrontier:
                 self._exhausted = bool(reply.spent) and reply.left > 0
                 self._finish_crawl()
                 return None
-            # Nothing due: poll. A host ready but not for this process (its share or its
-            # connections are in use): its own acks wake it (`_changed`), the others
-            # are polled for. Else: until the first host is due.
+            # Nothing to take now. This process's own changes (an ack: a slot freed,
+            # children queued) wake its waiting workers (`_changed`); the other
+            # processes' changes are polled for, by one waiting worker at a time (the
+            # others would poll for the same thing), every POLL, or when the first
+            # host is due. A worker that then takes a request wakes one more.
             now = self._now_ms()
             wait = POLL if not due or int(due) <= now else min(POLL * 4, (int(due) - now) / 1000)
             self._stats.inc("redis_idle_polls")
+            waited = True
             with self._changed:
                 if self._generation == generation and not self._stop_event.is_set():
+                    polling = not self._polling
+                    if polling:
+                        self._polling = True
+                    else:
+                        wait = SURPLUS_WAIT
                     self._waiting += 1
                     self._changed.wait(max(wait, 0.005))
                     self._waiting -= 1
+                    if polling:
+                        self._polling = False
         return None
 
     def allow_domain(self, domain: str) -> None:
