@@ -20,8 +20,9 @@ A process that leaves, or is gone (its `alive` expired, see REAP), frees its tok
 A lease is one field of the `lease` hash: id -> its host, owner and member on three lines
 (member: the queue entry `seq|payload`, put back as it was if the lease ends unacked).
 
-Commands per page are kept few: one hash per lease, one per process, per-call caches of
-a host's state in ADD, the replay checks (`took:`, `acked:`) only on a resent call.
+Commands per page are kept few (about 25 with one process): a page is one STEP, which
+reads a host's state once and writes what changed once, one hash field per lease, one
+record per step for its replay (checked only on a resent call).
 """
 
 from __future__ import annotations

@@ -18,18 +18,22 @@ limits hold for the whole crawl rather than per process:
 - `seen` (set): fingerprints, for dedup across all processes.
 - `leases` (sorted set: lease id -> expiry), `lease` (hash: id -> host, owner, request):
   a request handed out is leased with a visibility timeout that its process renews while
-  it works; `reap` returns expired leases (a process died) to their queues. A take is
-  idempotent too (`took:{take id}`): resent after a lost reply, it hands out what it
-  took the first time.
+  it works; `reap` returns expired leases (a process died) to their queues. `seq`: queue
+  order and lease ids.
 - `items` (stream): items are added in the same script that acknowledges their request,
   so after any crash each item is in the stream exactly once; `scraper export` drains it.
-  An ack is idempotent (`acked:{id}`), so one resent after a lost reply changes nothing.
+- `steps:{owner}` (hash: one field per thread of the process): the last step of each
+  thread, so that a step resent after a lost reply (an ack, children, a take) changes
+  nothing and hands out what it took the first time.
 - `stats` (hash), `queued` (counter): progress for `scraper status`; `sessions` (hash):
   the sessions' cookies, so that another process or machine stays logged in.
 The crawl is over when nothing is queued and no lease is held anywhere.
 
 Round trips: acknowledging a request, queueing its children and taking the next request
-go to Redis together, in one pipeline: about one round trip per page.
+are one script (STEP), one round trip per page, sent on the thread's own connection
+(`_send`: redis-py's connection, so TLS, ACL and unix sockets, without its client and
+pool layers). Requests are stored compact (`codec.dump_compact`). A process's waiting
+workers are woken by its own acks; one of them at a time polls for the others' changes.
 
 Outages: every Redis call goes through one retrying path (`_retrying`): while Redis is
 unreachable (restarting, failing over, loading its data) workers wait and retry with
