@@ -40,7 +40,7 @@ nginx's worker (/proc), the largest peak RSS of one crawl process, what nginx sa
 (requests, distinct `$connection` serials = TCP connections, requests for a page already
 requested = duplicates, requests outside the page set), and Redis round trips: `evalsha`
 + `eval` calls (INFO commandstats) between the start and the end of the run, which are
-the framework's script calls (take, add, ack, renew, reap), and all commands Redis
+the framework's script calls (a page's step, renew, reap), and all commands Redis
 processed (INFO stats total_commands_processed, this script's INFO excluded; Redis
 counts the commands a script runs too), each divided by pages. The 1-minute load average
 at the end of each run is shown: other work on the machine slows a run down.
@@ -880,8 +880,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall s: first process start to last exit (interpreter start-up included); "
         "CPU s/1k: CPU seconds per 1,000 pages of all crawl processes / redis-server / "
         "nginx's worker; scripts/page: evalsha+eval calls (INFO commandstats) per page, the "
-        "processes' script calls for take/add/ack/renew/reap (several in one round trip "
-        "when pipelined); RT/page: the processes' round trips to Redis per page "
+        "processes' script calls (a page's step: ack, children and next requests in one; "
+        "renew, reap); RT/page: the processes' round trips to Redis per page "
         "(redis_round_trips stat); TCP conns: distinct connections nginx saw (one host); "
         "cmds/page: "
         "total_commands_processed (INFO stats) per page, commands run inside scripts "

@@ -27,7 +27,7 @@ from .exits import exit_code
 from .exporters import Exporter
 from .feeder import StartFeeder
 from .frontier import RELEASE, Frontier, JobStore, open_frontier, open_jobstore
-from .frontier.codec import dump_request
+from .frontier.codec import check_storable
 from .items import ItemProcessor
 from .outputs import ItemSink
 from .request import Request
@@ -153,7 +153,7 @@ class Engine:
         self._callbacks = CallbackRunner(
             self.spider, self.stats, ItemProcessor(self.spider, self.stats),
             close_spider=lambda reason: self.halt(reason, cancel=False),
-            check_request=(lambda request: dump_request(self.spider, request))
+            check_request=(lambda request: check_storable(self.spider, request))
             if self.frontier.serializes_requests else None,
             retry_policy=self.retry_policy, stopping=lambda: self.stopping,
             on_blocked=self.chain.penalise)

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,18 +140,20 @@ def test_a_reply_lost_after_redis_ran_the_round_trip_changes_nothing(
         frontier.add([Request(f"http://a.test/{i}") for i in range(3)])
         first = frontier.next()
         assert first is not None
-        real = redis.client.Pipeline.execute
+        real = redis.connection.Connection.read_response
         lost = []
+        caller = threading.current_thread()
 
-        def execute_then_lose_the_reply(self: redis.client.Pipeline, *args: object,
-                                        **kwargs: object) -> object:
+        def read_then_lose_the_reply(self: redis.connection.Connection, *args: object,
+                                     **kwargs: object) -> object:
             result = real(self, *args, **kwargs)
-            if not lost:
+            if not lost and threading.current_thread() is caller:
                 lost.append(result)
                 raise redis.ConnectionError("connection lost before the reply")
             return result
 
-        monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_lose_the_reply)
+        monkeypatch.setattr(redis.connection.Connection, "read_response",
+                            read_then_lose_the_reply)
         children = (Request("http://a.test/child"),)
         kept = frontier.finish(first, Outcome(children=children, items=({"n": 1},)))
         monkeypatch.undo()

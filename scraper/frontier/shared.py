@@ -18,18 +18,22 @@ limits hold for the whole crawl rather than per process:
 - `seen` (set): fingerprints, for dedup across all processes.
 - `leases` (sorted set: lease id -> expiry), `lease` (hash: id -> host, owner, request):
   a request handed out is leased with a visibility timeout that its process renews while
-  it works; `reap` returns expired leases (a process died) to their queues. A take is
-  idempotent too (`took:{take id}`): resent after a lost reply, it hands out what it
-  took the first time.
+  it works; `reap` returns expired leases (a process died) to their queues. `seq`: queue
+  order and lease ids.
 - `items` (stream): items are added in the same script that acknowledges their request,
   so after any crash each item is in the stream exactly once; `scraper export` drains it.
-  An ack is idempotent (`acked:{id}`), so one resent after a lost reply changes nothing.
+- `steps:{owner}` (hash: one field per thread of the process): the last step of each
+  thread, so that a step resent after a lost reply (an ack, children, a take) changes
+  nothing and hands out what it took the first time.
 - `stats` (hash), `queued` (counter): progress for `scraper status`; `sessions` (hash):
   the sessions' cookies, so that another process or machine stays logged in.
 The crawl is over when nothing is queued and no lease is held anywhere.
 
 Round trips: acknowledging a request, queueing its children and taking the next request
-go to Redis together, in one pipeline: about one round trip per page.
+are one script (STEP), one round trip per page, sent on the thread's own connection
+(`_send`: redis-py's connection, so TLS, ACL and unix sockets, without its client and
+pool layers). Requests are stored compact (`codec.dump_compact`). A process's waiting
+workers are woken by its own acks; one of them at a time polls for the others' changes.
 
 Outages: every Redis call goes through one retrying path (`_retrying`): while Redis is
 unreachable (restarting, failing over, loading its data) workers wait and retry with
@@ -39,6 +43,7 @@ finish_reason `error`, and running it again resumes it.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -49,7 +54,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -63,12 +68,13 @@ from ..urls import origin
 from . import redis_scripts as scripts
 from .admission import Admission
 from .base import ExportWriter, FrontierOptions, Item, Outcome
-from .codec import dump_request, fingerprint, load_request
+from .codec import dump_compact, fingerprint, load_request
 from .pacing import HostPacing
 
 log = logging.getLogger(__name__)
 
 POLL = 0.05  # seconds between polls when no origin is ready and leases are out elsewhere
+SURPLUS_WAIT = 1.0  # longest wait of an idle worker while another one polls
 TAKE_AHEAD = 4  # requests an ack may take for workers waiting, besides its own next
 SENT_CACHE = 200_000  # fingerprints a process remembers having sent (then starts over)
 OUTAGE_FIRST_WAIT = 0.05  # then doubling, with jitter, up to OUTAGE_MAX_WAIT
@@ -91,6 +97,44 @@ def connect(url: str) -> redis.Redis:
         raise ConfigError(f"frontier.backend = {mask_password(url)!r}: cannot reach Redis: "
                           f"{message}") from None
     return client
+
+
+class _Script:
+    """A Lua script called by its digest (EVALSHA), its arguments packed here."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._head = [b"EVALSHA", hashlib.sha1(source.encode()).hexdigest().encode(), b"0"]
+
+    def call(self, prefix: bytes, args: list[Any]) -> bytes:
+        return pack_command([*self._head, prefix, *args])
+
+
+def pack_command(args: list[Any]) -> bytes:
+    """A command in the Redis protocol: each argument (bytes, str as UTF-8, a number) as
+    a bulk string."""
+    parts = []
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"*%d\r\n%b" % (len(parts), b"".join(parts))
+
+
+class _StepReply(NamedTuple):
+    acked: int  # 1, 0 (the lease had expired: results dropped), -1 (no ack in the step)
+    queued: int  # requests queued by the step
+    duplicates: int  # requests seen before (by any process)
+    taken: list[Request]
+    due: float | None  # nothing taken: when the first ready host is due (ms), if any
+    left: int  # nothing taken: requests queued in the crawl (else -1)
+    leases: int  # nothing taken: leases held in the crawl (else -1)
+    spent: int  # 1: crawl.max_pages first attempts have started
+    free: int  # nothing taken: queued retries and redirect hops (else -1)
+
+
+NO_ACK = ["", "", 0, 0, -1, 0, 0]  # STEP arguments of a step without an ack
+NO_ADD = [0]  # without requests to queue
+NO_TAKE = [0, 0, 0, 0, 0]  # without a take
 
 
 def key_prefix(name: str) -> str:
@@ -123,18 +167,21 @@ class RedisFrontier:
         self._cleanup = cleanup
         self._grace = outage_grace
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        register = self._redis.register_script
-        self._add_script = register(scripts.ADD)
-        self._take_script = register(scripts.TAKE)
-        self._ack_script = register(scripts.ACK)
-        self._reap_script = register(scripts.REAP)
-        self._release_script = register(scripts.RELEASE)
-        self._renew_script = register(scripts.RENEW)
-        self._leave_script = register(scripts.LEAVE)
-        self._scripts = (self._add_script, self._take_script, self._ack_script,
-                         self._reap_script, self._release_script, self._renew_script,
-                         self._leave_script)
+        self._step_script = _Script(scripts.STEP)
+        self._reap_script = _Script(scripts.REAP)
+        self._release_script = _Script(scripts.RELEASE)
+        self._renew_script = _Script(scripts.RENEW)
+        self._leave_script = _Script(scripts.LEAVE)
+        self._scripts = (self._step_script, self._reap_script, self._release_script,
+                         self._renew_script, self._leave_script)
         self._load_scripts()
+        # Each thread talks to Redis on a connection of its own (`_send`), and has a slot
+        # of its own for the record that makes its steps idempotent (STEP).
+        self._link = threading.local()
+        self._links: list[Any] = []
+        self._slots = itertools.count(1)
+        self._step_ids = itertools.count(1)
+        self._prefix_bytes = self._prefix.encode()
         self._held: set[int] = set()  # leases of this process: renewed while held
         self._ahead: deque[Request] = deque()  # taken with an ack, not handed out yet
         self._sent: set[str] = set()  # fingerprints this process already sent to Redis
@@ -151,6 +198,7 @@ class RedisFrontier:
         # connections in use): children queued here are then no work for its idle
         # workers, only a slot freed is.
         self._share_used = False
+        self._polling = False  # a waiting worker polls for the others' changes (`next`)
         self._closing = threading.Event()
         self._exhausted = False
         self._finished = False
@@ -160,7 +208,6 @@ class RedisFrontier:
         self._reap_from = 0.0  # monotonic: no reaping before (just after an outage)
         self._last_counts = {"queued": 0, "leases": 0, "seen": 0}
         self.round_trips = 0
-        self._take_ids = itertools.count(1)
         now = self._now_ms()  # join the crawl: the others' shares make room at once
         self._script(self._renew_script, [now + self._lease_ms, now + self._lease_ms,
                                           self._owner])
@@ -175,10 +222,10 @@ class RedisFrontier:
     # -- the one path to Redis -----------------------------------------------------------
 
     def _retrying(self, call: Callable[[], T], *, retry: bool = True,
-                  replay: list[Any] | None = None) -> T:
-        """Run `call` (one round trip); ride out an outage for up to the grace. `replay`:
-        argument lists whose last element becomes "1" when the call is sent again (the
-        scripts then look for what the lost attempt did)."""
+                  resend: Callable[[], None] | None = None) -> T:
+        """Run `call` (one round trip); ride out an outage for up to the grace. `resend`:
+        called before the call is sent again (a STEP then looks for what the lost attempt
+        did)."""
         attempt = reloads = 0
         reload = False
         while True:
@@ -197,16 +244,16 @@ class RedisFrontier:
                 if reloads > 5:
                     raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
                 reload = True
-                for args in replay or ():
-                    args[-1] = "1"
+                if resend is not None:
+                    resend()
                 continue
             except TRANSIENT as exc:
                 if not retry:
                     raise StoreError(f"Redis frontier {self._prefix}", exc) from exc
                 wait = self._outage(exc, attempt)
                 attempt += 1
-                for args in replay or ():
-                    args[-1] = "1"
+                if resend is not None:
+                    resend()
                 if self._closing.wait(wait):
                     raise StoreError(f"Redis frontier {self._prefix}",
                                      "closed during an outage") from exc
@@ -248,44 +295,57 @@ class RedisFrontier:
 
     def _load_scripts(self) -> None:
         for script in self._scripts:
-            self._redis.script_load(script.script)
+            self._redis.script_load(script.source)
 
-    def _evalsha(self, client: Any, script: Any, args: list[Any]) -> Any:
-        """Queue (on a pipeline) or run one script by its digest: no SCRIPT EXISTS check
-        per round trip; a missing script is loaded by `_retrying`."""
-        return client.evalsha(script.sha, 0, self._prefix, *args)
+    def _send(self, packed: bytes) -> Any:
+        """One command, packed, on this thread's connection, and its reply. redis-py's
+        connection (TLS, ACL, unix sockets, health checks), without its client and pool
+        layers: a page's round trip is one script call, packed here at once."""
+        link = self._link
+        connection = getattr(link, "connection", None)
+        if connection is None:
+            connection = link.connection = self._redis.connection_pool.make_connection()
+            with self._lock:
+                self._links.append(connection)
+        try:
+            connection.send_packed_command([packed])
+            return connection.read_response()
+        except redis.ResponseError:
+            raise  # the reply was read: the connection is in step
+        except BaseException:
+            connection.disconnect()  # a reply may be left unread: start afresh
+            raise
 
-    def _script(self, script: Any, args: list[Any], *, retry: bool = True,
-                replayable: bool = False) -> Any:
-        return self._retrying(lambda: self._evalsha(self._redis, script, args), retry=retry,
-                              replay=[args] if replayable else None)
+    def _script(self, script: _Script, args: list[Any], *, retry: bool = True) -> Any:
+        """Run one script by its digest (no SCRIPT EXISTS check per round trip; a missing
+        script is loaded by `_retrying`)."""
+        return self._retrying(lambda: self._send(script.call(self._prefix_bytes, args)),
+                              retry=retry)
 
-    # -- adding --------------------------------------------------------------------------
+    # -- the step: ack, children, next requests ------------------------------------------
 
     def _encode(self, request: Request) -> str:
         counts = request.attempt == 1 and not request.redirect_chain
-        return ("1" if counts else "0") + dump_request(self._spider, request)
+        return ("1" if counts else "0") + dump_compact(self._spider, request)
 
-    def _add_args(self, requests: Iterable[Request]) -> tuple[list[Any] | None, list[str], int]:
-        """The ADD script's arguments for the requests not sent before by this process:
-        (args or None, their fingerprints, duplicates dropped here)."""
-        accepted: list[tuple[Request, str]] = []
-        keys, local_duplicates = [], 0
+    def _add_args(self, requests: Iterable[Request]) -> tuple[list[Any], list[str], int]:
+        """The STEP's ADD arguments for the requests not sent before by this process:
+        (args, their fingerprints, duplicates dropped here)."""
+        args: list[Any] = [0]
+        keys: list[str] = []
+        local_duplicates = 0
         sent = self._sent
+        strip = self._options.strip_session_ids
         for request in self._admission.admit(requests):
             key = ""  # dont_filter: no dedup
             if not request.dont_filter:
-                key = fingerprint(request, self._options.strip_session_ids)
+                key = fingerprint(request, strip)
                 if key in sent:
                     local_duplicates += 1
                     continue
                 keys.append(key)
-            accepted.append((request, key))
-        if not accepted:
-            return None, keys, local_duplicates
-        args: list[Any] = [self._now_ms(), self._options.per_host]
-        for request, key in accepted:
             args += [key, origin(request.url), self._encode(request), request.priority]
+        args[0] = (len(args) - 1) // 4
         return args, keys, local_duplicates
 
     def _sent_now(self, keys: list[str], duplicates: int) -> None:
@@ -296,45 +356,65 @@ class RedisFrontier:
         if duplicates:
             self._stats.inc("filtered_duplicate", duplicates)
 
+    def _take_args(self, want: int) -> list[Any]:
+        options = self._options
+        expiry = self._now_ms() + self._lease_ms
+        return [want, int(options.delay * 1000), expiry, options.max_pages, expiry]
+
+    def _step(self, ack: list[Any], add: list[Any], take: list[Any]) -> _StepReply:
+        """One STEP round trip (see `redis_scripts.STEP`). Its own id makes it idempotent:
+        sent again after a lost reply, it answers what it did the first time."""
+        link = self._link
+        slot = getattr(link, "slot", None)
+        if slot is None:
+            slot = link.slot = str(next(self._slots))
+        args = [self._now_ms(), self._options.per_host, self._owner, slot,
+                next(self._step_ids), "0", *ack, *add, *take]
+        script = self._step_script
+
+        def resend() -> None:
+            args[5] = "1"
+
+        reply = self._retrying(lambda: self._send(script.call(self._prefix_bytes, args)),
+                               resend=resend)
+        return self._parse_step(reply)
+
+    def _parse_step(self, reply: bytes) -> _StepReply:
+        head, _, body = reply.partition(b"\n")
+        acked, queued, duplicates, count, due, left, leases, spent, free = head.split(b" ")
+        requests = []
+        position = 0
+        spider = self._spider
+        for _ in range(int(count)):
+            end = body.index(b"\n", position)
+            lease_id, close, length = body[position:end].split(b" ")
+            position = end + 1 + int(length)
+            request = load_request(spider, body[end + 2:position].decode(), int(lease_id))
+            if close != b"0":  # this process gives a connection to the host back (see TAKE)
+                request.headers = {**(request.headers or {}), "Connection": "close"}
+                self._stats.inc("connections_given_back")
+            requests.append(request)
+        if requests:
+            with self._lock:
+                self._held.update(r.store_id for r in requests if r.store_id is not None)
+        return _StepReply(int(acked), int(queued), int(duplicates), requests,
+                          None if due == b"-" else float(due), int(left), int(leases),
+                          int(spent), int(free))
+
     def add(self, requests: Iterable[Request]) -> int:
         """Queue requests not seen by any process. Fingerprints this process already sent
         are dropped here, without a round trip (most links on a page were seen before)."""
         args, keys, local_duplicates = self._add_args(requests)
         queued = duplicates = 0
-        if args is not None:
-            queued, duplicates = self._script(self._add_script, args)
-            if int(queued) and not self._share_used:
-                self._changed_here(int(queued))
-        self._sent_now(keys, int(duplicates) + local_duplicates)
-        return int(queued)
+        if args[0]:
+            reply = self._step(NO_ACK, args, NO_TAKE)
+            queued, duplicates = reply.queued, reply.duplicates
+            if queued and not self._share_used:
+                self._changed_here(queued)
+        self._sent_now(keys, duplicates + local_duplicates)
+        return queued
 
     # -- handing out ---------------------------------------------------------------------
-
-    def _take_args(self, want: int) -> list[Any]:
-        now = self._now_ms()
-        options = self._options
-        # The take's own id makes it idempotent: sent again after a lost reply, it
-        # answers what it took the first time instead of taking more.
-        take_id = f"{self._owner}:{next(self._take_ids)}"
-        return [now, options.per_host, int(options.delay * 1000), now + self._lease_ms,
-                self._owner, options.max_pages, want, now + self._lease_ms, take_id, "0"]
-
-    def _taken(self, reply: list[Any]) -> tuple[list[Request], Any, int, int, int, int]:
-        """(requests taken, next due ms or None, queued, leases, budget spent, queued
-        requests the budget does not limit: retries and redirect hops)."""
-        count = int(reply[0])
-        requests = []
-        for i in range(count):
-            lease_id, payload, close = reply[1 + 3 * i:4 + 3 * i]
-            request = load_request(self._spider, payload.decode()[1:], int(lease_id))
-            if close:  # this process gives a connection to the host back (see TAKE)
-                request.headers = {**(request.headers or {}), "Connection": "close"}
-                self._stats.inc("connections_given_back")
-            requests.append(request)
-        due, queued, leases, spent, free = reply[1 + 3 * count:]
-        with self._lock:
-            self._held.update(r.store_id for r in requests if r.store_id is not None)
-        return requests, due, int(queued), int(leases), int(spent), int(free)
 
     def _hand_out(self, request: Request) -> Request:
         with self._lock:
@@ -351,39 +431,52 @@ class RedisFrontier:
                 self._changed.notify(waking)
 
     def next(self) -> Request | None:
+        waited = False
         while not self._stop_event.is_set():
             try:
                 return self._hand_out(self._ahead.popleft())
             except IndexError:
                 pass
             generation = self._generation
-            reply = self._script(self._take_script, self._take_args(1), replayable=True)
-            requests, due, queued, leases, spent, free = self._taken(reply)
+            reply = self._step(NO_ACK, NO_ADD, self._take_args(1))
+            requests, due = reply.taken, reply.due
             self._share_used = not requests and bool(due) and int(due) <= self._now_ms()
             if requests:
                 self._ahead.extend(requests[1:])
+                if waited:  # work came from elsewhere: one more waiting worker tries, and
+                    self._changed_here(1)  # so on
                 return self._hand_out(requests[0])
             with self._lock:
                 idle = self._in_flight == 0 and not self._ahead
             # Over when nothing is leased anywhere and nothing may start: the queue is
             # empty (and no start request is still being read), or `crawl.max_pages` is
             # spent and no retry or redirect hop is left.
-            if idle and leases == 0 and ((queued == 0 and not self._feeders)
-                                         or (spent and free == 0)):
-                self._exhausted = bool(spent) and queued > 0
+            if idle and reply.leases == 0 and (
+                    (reply.left == 0 and not self._feeders) or (reply.spent and reply.free == 0)):
+                self._exhausted = bool(reply.spent) and reply.left > 0
                 self._finish_crawl()
                 return None
-            # Nothing due: poll. A host ready but not for this process (its share or its
-            # connections are in use): its own acks wake it (`_changed`), the others'
-            # are polled for. Else: until the first host is due.
+            # Nothing to take now. This process's own changes (an ack: a slot freed,
+            # children queued) wake its waiting workers (`_changed`); the other
+            # processes' changes are polled for, by one waiting worker at a time (the
+            # others would poll for the same thing), every POLL, or when the first
+            # host is due. A worker that then takes a request wakes one more.
             now = self._now_ms()
             wait = POLL if not due or int(due) <= now else min(POLL * 4, (int(due) - now) / 1000)
             self._stats.inc("redis_idle_polls")
+            waited = True
             with self._changed:
                 if self._generation == generation and not self._stop_event.is_set():
+                    polling = not self._polling
+                    if polling:
+                        self._polling = True
+                    else:
+                        wait = SURPLUS_WAIT
                     self._waiting += 1
                     self._changed.wait(max(wait, 0.005))
                     self._waiting -= 1
+                    if polling:
+                        self._polling = False
         return None
 
     def allow_domain(self, domain: str) -> None:
@@ -425,17 +518,14 @@ class RedisFrontier:
         if pause:
             pause_until = max(pause_until, now + int(pause * 1000))
         items = outcome.items
-        return [now, self._options.per_host, request.store_id, "0",
-                self._encode(retry) if retry is not None else "",
+        # Stats for `scraper status` (the items are counted in their stream).
+        return [request.store_id, self._encode(retry) if retry is not None else "",
                 retry.priority if retry is not None else 0, pause_until, delay, len(items),
-                *(json.dumps(item, default=str) for item in items),
-                "requests_done", 1, "items", len(items)]
+                *(json.dumps(item, default=str) for item in items), 1, "requests_done", 1]
 
     def finish(self, request: Request, outcome: Outcome) -> list[Item]:
-        """Acknowledge the lease (items, stats, pacing and the retry in one script), queue
-        the children and, unless stopping, take the next request: one round trip.
-        Children go first: if this process dies before the ack, the request runs again and
-        its children are then duplicates, so nothing is lost or doubled."""
+        """Acknowledge the lease (items, stats, pacing and the retry), queue the children
+        and, unless stopping, take the next request: one script, one round trip."""
         lease_id = request.store_id
         try:
             if lease_id is None:
@@ -452,43 +542,20 @@ class RedisFrontier:
             # worker waiting in `next` (a few), which then makes no round trip of its own.
             with self._changed:
                 waiting = self._waiting
-            take_args = self._take_args(1 + min(waiting, TAKE_AHEAD)) if take else None
-
-            def step() -> list[Any]:
-                pipe = self._redis.pipeline(transaction=False)
-                if add_args is not None:
-                    self._evalsha(pipe, self._add_script, add_args)
-                self._evalsha(pipe, self._ack_script, ack_args)
-                if take_args is not None:
-                    self._evalsha(pipe, self._take_script, take_args)
-                return list(pipe.execute())
-
-            # The ack's replay flag is its 4th argument; the take's, its last.
-            ack_flag = [ack_args[3]]
-            replay = [ack_flag] + ([take_args] if take_args is not None else [])
-
-            def step_with_flags() -> list[Any]:
-                ack_args[3] = ack_flag[0]
-                return step()
-
+            take_args = self._take_args(1 + min(waiting, TAKE_AHEAD)) if take else NO_TAKE
             try:
-                replies = self._retrying(step_with_flags, replay=replay)
+                reply = self._step(ack_args, add_args, take_args)
             except StoreError:
                 self._ack_unknown(request, outcome)
                 raise
-            duplicates = int(replies.pop(0)[1]) if add_args is not None else 0
-            self._sent_now(keys, duplicates + local_duplicates)
-            acked = replies.pop(0)
-            if take_args is not None:
-                taken, *_ = self._taken(replies.pop(0))
-                self._ahead.extend(taken)
-            else:
-                taken = []
-            if take_args is None:  # its slot is free, its children queued: wake workers
+            self._sent_now(keys, reply.duplicates + local_duplicates)
+            taken = reply.taken
+            self._ahead.extend(taken)
+            if not take:  # its slot is free, its children queued: wake workers
                 self._changed_here(1 + len(keys))
             elif len(taken) > 1:  # taken for workers waiting: wake them
                 self._changed_here(len(taken) - 1)
-            if not acked:
+            if reply.acked != 1:
                 log.warning("lease of %s had expired: its results were dropped (another "
                             "process runs it again)", request.url)
                 return []
@@ -547,6 +614,10 @@ class RedisFrontier:
                 self.cleanup()
             except redis.RedisError as exc:
                 log.warning("frontier.cleanup: could not delete the crawl's keys: %s", exc)
+        with self._lock:
+            links, self._links = self._links, []
+        for connection in links:
+            connection.disconnect()
         self._redis.close()
 
     def _beat(self) -> None:
@@ -647,15 +718,16 @@ def status(url: str, name: str) -> dict[str, Any]:
     stats = {k.decode(): int(v) for k, v in client.hgetall(prefix + "stats").items()}
     owners = [record.split(b"\n", 2)[1].lstrip(b"!")
               for record in client.hvals(prefix + "lease")]
+    in_stream = int(client.xlen(prefix + "items"))  # 0 when there is no stream
     return {
         "crawl": name,
         "queued": int(client.get(prefix + "queued") or 0),
         "leases": int(client.zcard(prefix + "leases")),
         "seen": int(client.scard(prefix + "seen")),
-        "items_in_stream": int(client.xlen(prefix + "items")) if client.exists(
-            prefix + "items") else 0,
+        "items_in_stream": in_stream,
         "processes": sorted({o.decode() for o in owners}),
         **stats,
+        "items": in_stream,  # every item acknowledged is in the stream, exactly once
     }
 
 
