@@ -27,6 +27,11 @@ from .urls import BadURL, hostname
 
 log = logging.getLogger(__name__)
 
+BATCH = 1000
+HIGH_WATER = 10_000  # queued requests above which the feeder waits
+ROOM_POLL = 0.02  # seconds between looks at the queue while it is full
+MAX_MEMO = 100_000  # origins whose host is remembered
+
 
 class _FrontierFailed(Exception):
     """The frontier's store failed while the feeder added to it (not the spider)."""
@@ -34,11 +39,6 @@ class _FrontierFailed(Exception):
     def __init__(self, error: FatalError) -> None:
         super().__init__(str(error))
         self.error = error
-
-BATCH = 1000
-HIGH_WATER = 10_000  # queued requests above which the feeder waits
-ROOM_POLL = 0.02  # seconds between looks at the queue while it is full
-MAX_MEMO = 100_000  # origins whose host is remembered
 
 
 class StartFeeder:
