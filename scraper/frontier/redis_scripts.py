@@ -43,8 +43,11 @@ end
 """
 
 # A lease's end: its slot freed for the host and its owner. Expects p, id, per_host.
+# `drop_lease` is the part STEP shares (it keeps `active` and `f:` in its host state):
+# the lease's record removed and, for a closing request, its connection token freed;
+# it returns the host, the owner's `own:` key and the payload, or nil for no lease.
 _END_LEASE = _QUEUE_OF + """
-local function end_lease(p, id, per_host)
+local function drop_lease(p, id)
   local record = redis.call('HGET', p .. 'lease', id)
   if not record then return nil end
   local a = string.find(record, '\\n', 1, true)
@@ -64,8 +67,13 @@ local function end_lease(p, id, per_host)
     local clock = redis.call('TIME')
     redis.call('HSET', p .. 'conn_freed', host, clock[1] * 1000 + math.floor(clock[2] / 1000))
   end
+  return host, own, string.sub(record, b + 1)
+end
+local function end_lease(p, id, per_host)
+  local host, own, member = drop_lease(p, id)
+  if not host then return nil end
   redis.call('HINCRBY', own, 'f:' .. host, -1)
-  return host, redis.call('HINCRBY', p .. 'active', host, -1), string.sub(record, b + 1)
+  return host, redis.call('HINCRBY', p .. 'active', host, -1), member
 end
 -- A process that left or is gone frees its tokens (its connections are closed); its
 -- requests in flight are counted until their leases end (`everything`: none left).
@@ -207,27 +215,9 @@ local acked = -1
 local lease_id = ARGV[ack_at]
 if lease_id ~= '' then
   acked = 0
-  local record = redis.call('HGET', p .. 'lease', lease_id)
-  if record then
+  local host, holder_own = drop_lease(p, lease_id)
+  if host then
     acked = 1
-    local a = string.find(record, '\\n', 1, true)
-    local b = string.find(record, '\\n', a + 1, true)
-    local host = string.sub(record, 1, a - 1)
-    local holder = string.sub(record, a + 1, b - 1)
-    redis.call('ZREM', p .. 'leases', lease_id)
-    redis.call('HDEL', p .. 'lease', lease_id)
-    local closing = string.sub(holder, 1, 1) == '!'
-    if closing then holder = string.sub(holder, 2) end
-    local holder_own = p .. 'own:' .. holder
-    if closing and tonumber(redis.call('HGET', holder_own, 't:' .. host) or '0') > 0 then
-      -- a closing request: its connection is closed, its token freed
-      redis.call('HINCRBY', holder_own, 't:' .. host, -1)
-      redis.call('HINCRBY', holder_own, 'c:' .. host, -1)
-      redis.call('HINCRBY', p .. 'conns', host, -1)
-      local clock = redis.call('TIME')
-      redis.call('HSET', p .. 'conn_freed', host,
-                 clock[1] * 1000 + math.floor(clock[2] / 1000))
-    end
     local h = host_state(host)
     h.active = h.active - 1
     h.moved = h.moved - 1
