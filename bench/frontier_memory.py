@@ -17,30 +17,24 @@ import sys
 CHILD = r"""
 import json, resource, sys, time, tempfile
 from scraper.request import Request
-from scraper.frontier.base import FrontierOptions
-from scraper.frontier.local import LocalFrontier, MemoryBacking, StoreBacking
+from scraper.frontier import open_frontier
 from scraper.spider import Spider
 from scraper.stats import Stats
 from scraper.frontier.jobstore import JobStore
+from scraper.settings import Layer, build
 
 backend, n = sys.argv[1], int(sys.argv[2])
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+spider = Spider()
+spider.name = "bench"
+values = {"crawl.per_host": 8, "crawl.obey_robots": False}
+if backend == "unbounded":
+    values.update({"frontier.memory_queue": 0, "frontier.memory_seen": 0})
+settings = build([Layer("bench", values)]).settings
 store = None
 if backend == "sqlite":
-    spider = Spider()
-    spider.name = "bench"
     store = JobStore(tempfile.mkdtemp(prefix="frontier-bench-"), spider)
-if store is not None:
-    backing = StoreBacking(store)
-else:
-    from scraper.frontier.spill import SpillFile
-    from scraper.settings import FrontierSettings
-    defaults = FrontierSettings()  # memory_queue, memory_seen as a crawl has them
-    bounded = backend == "memory"
-    backing = MemoryBacking(spill=SpillFile(Spider()), stats=Stats(),
-                            memory_queue=defaults.memory_queue if bounded else 0,
-                            memory_seen=defaults.memory_seen if bounded else 0)
-scheduler = LocalFrontier(FrontierOptions(per_host=8), Stats(), backing)
+scheduler = open_frontier(settings, spider, Stats(), [], store)  # as a crawl builds it
 started = time.perf_counter()
 batch = []
 for i in range(n):
